@@ -1,0 +1,78 @@
+"""What an adapter knows about a session at one stage, handed to the policy core.
+
+Adapters (the SMTP listener, the Postfix policy server, the simulator) gather these facts,
+including DNS answers and early talk, so that no check ever does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field, replace
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Stage(enum.StrEnum):
+    CONNECT = "connect"
+    HELO = "helo"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command, before the body
+    EOM = "eom"  # end of message, the body received
+
+
+class Role(enum.StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+    TRAP = "trap"
+    RETIRED = "retired"
+    FAKE = "fake"
+
+
+@dataclass(frozen=True, slots=True)
+class MxInfo:
+    """The MX host that received the session, as the config describes it."""
+
+    host: str
+    role: Role
+    preference: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsListAnswer:
+    """One DNSBL/DNSWL zone's answer for the client address.
+
+    `addresses` empty and `error` None means "not listed" (NXDOMAIN). `error` set means the
+    answer is unknown (timeout, SERVFAIL, or an answer in 127.255.255.0/24).
+    """
+
+    zone: str
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    stage: Stage
+    now: float
+    client_ip: IPAddress
+    mx: MxInfo
+    session_id: str = ""
+    client_name: str | None = None  # reverse DNS, when known
+    helo: str | None = None
+    esmtp: bool = False
+    tls: bool = False
+    sender: str | None = None  # "" is the null sender
+    recipient: str | None = None  # the recipient of this RCPT
+    recipients: tuple[str, ...] = ()  # recipients accepted so far
+    size: int | None = None  # SIZE= at MAIL, the real size at EOM
+    dnsbl: tuple[DnsListAnswer, ...] | None = None  # None: not looked up
+    pregreet: bytes | None = None  # what the client sent before the greeting ended
+    # Set by an adapter for a client that this MX trusts to have screened the sender already
+    # (a backup of ours forwarding to the primary, a content filter re-injecting).
+    trusted_peer: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def at(self, stage: Stage, **changes: object) -> Facts:
+        return replace(self, stage=stage, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,112 @@
+"""The one small state interface that every policy check talks to.
+
+Every operation is atomic on its own and maps to one round trip on Redis (a single command or
+one Lua script), so that two MX hosts racing on the same key cannot both win. Times are passed
+in (`now`, seconds since the epoch) so that the simulator can drive the same code on a virtual
+clock; a backend that owns a shared clock (Redis) may use its own instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+class StateUnavailable(Exception):
+    """The backend cannot be reached; callers decide whether to tempfail or fall back."""
+
+
+class GreylistStatus(enum.StrEnum):
+    NEW = "new"  # first sight, or the retry window ran out: the entry was (re)started
+    EARLY = "early"  # seen, but the delay has not passed; first-seen is left as it was
+    PASSED = "passed"  # this retry passed the delay for the first time
+    KNOWN = "known"  # passed before; the pass was refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class GreylistResult:
+    status: GreylistStatus
+    first_seen: float
+
+    @property
+    def allowed(self) -> bool:
+        return self.status in (GreylistStatus.PASSED, GreylistStatus.KNOWN)
+
+
+def greylist_transition(
+    old: str | None, now: float, delay: float, retry_window: float, pass_ttl: float
+) -> tuple[str | None, float, GreylistResult]:
+    """Decide one greylist step from the stored value; return (new value or None to keep, ttl, result).
+
+    The value is "<first_seen>|<passed 0/1>". First-seen is never moved by an early retry
+    (postgrey's model), so a client that hammers cannot push its own delay forward.
+    Every backend runs this same rule (Redis as a Lua twin checked by the contract tests).
+    """
+    if old is not None:
+        first_s, _, passed = old.partition("|")
+        first = float(first_s)
+        if passed == "1":
+            return f"{first!r}|1", pass_ttl, GreylistResult(GreylistStatus.KNOWN, first)
+        age = now - first
+        if age < delay:
+            return None, 0.0, GreylistResult(GreylistStatus.EARLY, first)
+        if age <= retry_window:
+            return f"{first!r}|1", pass_ttl, GreylistResult(GreylistStatus.PASSED, first)
+    return f"{now!r}|0", retry_window, GreylistResult(GreylistStatus.NEW, now)
+
+
+class StateStore(ABC):
+    """Keyed entries, counters and small hashes, each with an expiry."""
+
+    #: a short name for logs and `check-config`: "memory", "sqlite", "redis"
+    kind: str = "abstract"
+
+    @abstractmethod
+    async def get(self, key: str, now: float) -> str | None: ...
+
+    @abstractmethod
+    async def put(self, key: str, value: str, ttl: float, now: float) -> None: ...
+
+    @abstractmethod
+    async def put_if_absent(self, key: str, value: str, ttl: float, now: float) -> str | None:
+        """Store `value` unless a live entry exists; return the existing value, or None if stored."""
+
+    @abstractmethod
+    async def compare_and_put(
+        self, key: str, expected: str | None, value: str, ttl: float, now: float
+    ) -> bool:
+        """Store `value` only if the live entry equals `expected` (None: absent)."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
+        """Add to a counter whose window starts at its first add; return the new total."""
+
+    @abstractmethod
+    async def hash_put(self, key: str, field: str, value: str, ttl: float, now: float) -> None:
+        """Set one field; the whole hash expires `ttl` after its latest write."""
+
+    @abstractmethod
+    async def hash_get(self, key: str, now: float) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def hash_delete(self, key: str, field: str) -> bool: ...
+
+    @abstractmethod
+    async def greylist(
+        self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
+    ) -> GreylistResult:
+        """One atomic greylist step for a hashed triplet key (see `greylist_transition`)."""
+
+    async def ping(self) -> bool:
+        return True
+
+    async def purge_expired(self, now: float) -> int:
+        """Drop expired entries; backends with native expiry do nothing."""
+        return 0
+
+    async def close(self) -> None:
+        return None
