@@ -75,7 +75,9 @@ class MemoryState(StateStore):
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
     ) -> GreylistResult:
-        new, ttl, result = greylist_transition(self._live(key, now), now, delay, retry_window, pass_ttl)
+        new, ttl, result = greylist_transition(
+            self._live(key, now), now, delay, retry_window, pass_ttl
+        )
         if new is not None:
             self._kv[key] = (new, now + ttl)
         return result

@@ -1,0 +1,83 @@
+"""The event log: one JSON line per SMTP decision, which `mxguard report` reads back.
+
+Message bodies are never logged. Lines are written whole with one write() each so that two
+processes appending to one file never interleave inside a line; SIGUSR1 reopens the file
+for logrotate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from mxguard.policy.facts import Facts
+from mxguard.policy.verdict import Verdict
+
+log = logging.getLogger("mxguard.events")
+
+
+class EventLog:
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str, str], int] = {}  # (mx, action, reason) -> n
+        self.listeners: list[Any] = []  # callables taking the event dict (metrics)
+        self.reopen()
+
+    def reopen(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def write(self, event: dict[str, Any]) -> None:
+        key = (str(event.get("mx")), str(event.get("action")), str(event.get("reason")))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        for listener in self.listeners:
+            listener(event)
+        if self._fd is None:
+            return
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+        try:
+            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+        except OSError as exc:  # a full disk must not stop mail; say so once per failure
+            log.error("event log %s: %s", self.path, exc)
+
+    def decision(
+        self, facts: Facts, verdict: Verdict, *, queue_id: str | None = None, **extra: Any
+    ) -> None:
+        event: dict[str, Any] = {
+            "ts": round(facts.now, 6),
+            "mx": facts.mx.host,
+            "role": facts.mx.role.value,
+            "preference": facts.mx.preference,
+            "client": str(facts.client_ip),
+            "helo": facts.helo,
+            "sender": facts.sender,
+            "recipient": facts.recipient,
+            "stage": facts.stage.value,
+            "action": verdict.action.value,
+            "code": verdict.code,
+            "status": verdict.status,
+            "reason": verdict.reason,
+            "size": facts.size,
+            "session": facts.session_id,
+        }
+        if queue_id:
+            event["queue_id"] = queue_id
+        event.update(extra)
+        self.write(event)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

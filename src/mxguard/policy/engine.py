@@ -1,0 +1,58 @@
+"""The decision core: run the checks that apply to a stage and role, first final verdict wins.
+
+Checks come in two kinds. Gates (relay control, recipient validation) run for every client,
+because no allowlist may turn an MX into an open relay. Screens (DNSBL, rate limits,
+greylisting, the walk check, ...) are skipped for allowlisted clients and for our own trusted
+peers, whose checks already judged the real client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from mxguard.policy.checks.base import Check
+from mxguard.policy.facts import Facts, IPAddress, Role, Stage
+from mxguard.policy.networks import NetworkSet
+from mxguard.policy.verdict import ACCEPT, Verdict
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        gates: Sequence[Check],
+        screens: Sequence[Check],
+        allow: NetworkSet | None = None,
+        trusted: NetworkSet | None = None,
+    ) -> None:
+        self.gates = list(gates)
+        self.screens = list(screens)
+        self.allow = allow or NetworkSet()
+        self.trusted = trusted or NetworkSet()
+        self._plan: dict[tuple[Stage, Role, bool], list[Check]] = {}
+
+    def checks(self) -> Iterable[Check]:
+        return [*self.gates, *self.screens]
+
+    def is_trusted(self, ip: IPAddress) -> bool:
+        return ip in self.trusted
+
+    def _checks_for(self, stage: Stage, role: Role, screened: bool) -> list[Check]:
+        key = (stage, role, screened)
+        plan = self._plan.get(key)
+        if plan is None:
+            pool = [*self.gates, *self.screens] if screened else self.gates
+            plan = [c for c in pool if stage in c.stages and role in c.roles]
+            self._plan[key] = plan
+        return plan
+
+    def screened(self, facts: Facts) -> bool:
+        return not (
+            facts.trusted_peer or facts.client_ip in self.allow or facts.client_ip in self.trusted
+        )
+
+    async def decide(self, facts: Facts) -> Verdict:
+        for check in self._checks_for(facts.stage, facts.mx.role, self.screened(facts)):
+            verdict = await check.check(facts)
+            if verdict is not None and verdict.is_final:
+                return verdict
+        return ACCEPT

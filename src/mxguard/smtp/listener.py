@@ -1,0 +1,535 @@
+"""The asyncio adapter around the sans-I/O SMTP engine: sockets, timers, TLS and the policy calls.
+
+One `Listener` per [[mx]] entry. It owns what happens before the banner (connection caps,
+the greet pause that catches early talkers, DNSBL lookups started at accept), the per-phase
+timeouts (one sweeper for all sessions instead of a timer per read), STARTTLS, and turning the
+engine's events into facts for the policy core. What a role does with an accepted message
+(deliver, queue, never accept) is a `MessageSink`, so roles plug in without touching this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from mxguard.config import Config, MxSettings, parse_hostport
+from mxguard.events import EventLog
+from mxguard.policy.address import client_network
+from mxguard.policy.engine import PolicyEngine
+from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Stage
+from mxguard.policy.verdict import Action, Verdict, tempfail
+from mxguard.smtp import protocol as p
+
+log = logging.getLogger("mxguard.smtp")
+
+_ids = itertools.count(1)
+_PID = os.getpid()
+
+
+def new_id() -> str:
+    """A short, unique id for sessions and messages (time, pid and a counter, base 36)."""
+    n = (int(time.time()) << 40) | ((_PID & 0xFFFF) << 24) | (next(_ids) & 0xFFFFFF)
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+    return "".join(reversed(out))
+
+
+@dataclass
+class Message:
+    """An accepted transaction, handed to the role's sink after the policy said yes to it."""
+
+    queue_id: str
+    sender: str
+    recipients: list[str]
+    data: bytes  # with our Received: header on top
+    facts: Facts  # the EOM facts (client, helo, mx, ...)
+
+
+class MessageSink(Protocol):
+    async def __call__(self, msg: Message) -> Verdict:
+        """Store or deliver the message; return the verdict to answer the client with."""
+        ...
+
+
+class DnsLookup(Protocol):
+    async def lookup(self, ip: Any) -> tuple[DnsListAnswer, ...]: ...
+
+
+@dataclass
+class ConnectionGate:
+    """Counts open connections, in total and per client network, across all listeners."""
+
+    max_total: int
+    max_per_network: int
+    v4: int = 24
+    v6: int = 64
+    total: int = 0
+    per_net: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+
+    def enter(self, ip: Any) -> str | None:
+        """Return the network key if admitted, None if over a cap."""
+        net = client_network(ip, self.v4, self.v6)
+        if self.total >= self.max_total or self.per_net.get(net, 0) >= self.max_per_network:
+            self.refused += 1
+            return None
+        self.total += 1
+        self.per_net[net] = self.per_net.get(net, 0) + 1
+        return net
+
+    def leave(self, net: str) -> None:
+        self.total -= 1
+        n = self.per_net.get(net, 1) - 1
+        if n:
+            self.per_net[net] = n
+        else:
+            self.per_net.pop(net, None)
+
+
+@dataclass
+class Runtime:
+    """What every listener of one process shares."""
+
+    config: Config
+    engine: PolicyEngine
+    events: EventLog
+    gate: ConnectionGate
+    dnsbl: DnsLookup | None = None
+    clock: Callable[[], float] = time.time
+    #: called with (mx host, event name) for liveness bookkeeping; optional
+    on_session: Callable[[MxSettings, str], None] | None = None
+    sessions: set[Session] = field(default_factory=set)
+
+
+class Listener:
+    def __init__(self, mx: MxSettings, runtime: Runtime, sink: MessageSink) -> None:
+        self.mx = mx
+        self.rt = runtime
+        self.sink = sink
+        cfg = runtime.config
+        self.info = MxInfo(mx.host, mx.role, mx.preference)
+        self.hostname = cfg.server.hostname or mx.host
+        lim = cfg.limits
+        cert = mx.tls_cert or cfg.tls.cert
+        key = mx.tls_key or cfg.tls.key
+        self.tls: ssl.SSLContext | None = None
+        if cert and key:
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(cert, key)
+        self.engine_config = p.EngineConfig(
+            hostname=self.hostname,
+            max_message_size=lim.max_message_size,
+            max_recipients=lim.max_recipients,
+            max_text_line=lim.max_text_line,
+            max_errors=lim.max_errors,
+            bare_lf=lim.bare_lf,
+            starttls=self.tls is not None,
+        )
+        pause = mx.greet_pause if mx.greet_pause is not None else cfg.early_talker.greet_pause
+        self.greet_pause = pause
+        self.server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.mx.listen
+        return parse_hostport(self.mx.listen)
+
+    async def start(self, sock: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self.server = await loop.create_server(lambda: Session(self), sock=sock)
+        else:
+            host, port = self.address
+            self.server = await loop.create_server(
+                lambda: Session(self), host, port, reuse_address=True, backlog=1024
+            )
+
+    def bound(self) -> list[tuple[str, int]]:
+        assert self.server is not None
+        return [s.getsockname()[:2] for s in self.server.sockets]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+class Session(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.l = listener
+        self.rt = listener.rt
+        self.engine = p.ServerEngine(listener.engine_config)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.greeted = False
+        self.pregreet = bytearray()
+        self.net: str | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.deadline = 0.0
+        self.session_deadline = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self.dnsbl_task: asyncio.Task[tuple[DnsListAnswer, ...]] | None = None
+        self.facts: Facts | None = None
+        self.tls = False
+        self.paused = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        self.net = self.rt.gate.enter(ip)
+        now = self.rt.clock()
+        sid = new_id()
+        self.facts = Facts(
+            stage=Stage.CONNECT,
+            now=now,
+            client_ip=ip,
+            mx=self.l.info,
+            session_id=sid,
+            trusted_peer=self.rt.engine.is_trusted(ip),
+        )
+        if self.net is None:
+            # Over a cap: answer and close before any work (postscreen's "all ports busy").
+            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
+            self.rt.events.decision(
+                self.facts,
+                Verdict(Action.DISCONNECT, 421, "4.3.2", "Too many connections", "capacity"),
+            )
+            if self.rt.on_session:
+                self.rt.on_session(self.l.mx, "capacity")
+            self.closed = True
+            transport.close()
+            return
+        lim = self.rt.config.limits
+        mono = time.monotonic()
+        self.session_deadline = mono + lim.session_timeout
+        self.deadline = mono + self.l.greet_pause + lim.greeting_timeout
+        self.rt.sessions.add(self)
+        if self.rt.dnsbl is not None and not self.facts.trusted_peer:
+            self.dnsbl_task = asyncio.ensure_future(self.rt.dnsbl.lookup(ip))
+        self.task = asyncio.ensure_future(self.run())
+
+    def data_received(self, data: bytes) -> None:
+        if not self.greeted and len(self.pregreet) < 1024:
+            self.pregreet += data[: 1024 - len(self.pregreet)]
+        self.engine.receive_data(data)
+        lim = self.rt.config.limits
+        self.deadline = time.monotonic() + (
+            lim.data_timeout if self.engine.in_data else lim.command_timeout
+        )
+        if self.engine.buffered_bytes > 4 * 1024 * 1024 and not self.paused:
+            # A client pipelining faster than we decide: stop reading until we catch up.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.paused = True
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.engine.receive_eof()
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+        if self.net is not None:
+            self.rt.gate.leave(self.net)
+            self.net = None
+        self.rt.sessions.discard(self)
+        if self.dnsbl_task is not None and not self.dnsbl_task.done():
+            self.dnsbl_task.cancel()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            self.paused = False
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def _flush(self) -> None:
+        out = self.engine.data_to_send()
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(out)
+
+    def close(self, reply: bytes | None = None) -> None:
+        if self.closed or self.transport is None:
+            return
+        self._flush()
+        if reply:
+            self.transport.write(reply)
+        self.closed = True
+        self.transport.close()
+        self._wake()
+
+    def timed_out(self, now: float) -> bool:
+        return not self.closed and (now > self.deadline or now > self.session_deadline)
+
+    def expire(self) -> None:
+        phase = "DATA" if self.engine.in_data else "command"
+        self.log_decision(
+            self.facts_at(Stage.DATA if self.engine.in_data else Stage.CONNECT),
+            tempfail("timeout", f"Timeout in {phase} phase", 421, "4.4.2"),
+        )
+        self.close(f"421 4.4.2 {self.l.hostname} Error: timeout exceeded\r\n".encode())
+
+    def facts_at(self, stage: Stage, **changes: Any) -> Facts:
+        assert self.facts is not None
+        e = self.engine
+        values: dict[str, Any] = {
+            "now": self.rt.clock(),
+            "helo": e.helo_name,
+            "esmtp": e.esmtp,
+            "tls": self.tls,
+            "sender": e.sender,
+            "recipients": tuple(e.recipients),
+        }
+        values.update(changes)
+        return self.facts.at(stage, **values)
+
+    def log_decision(self, facts: Facts, verdict: Verdict, **extra: Any) -> None:
+        self.rt.events.decision(facts, verdict, **extra)
+
+    async def decide(self, facts: Facts) -> Verdict:
+        if self.dnsbl_task is not None and facts.stage in (Stage.CONNECT, Stage.RCPT):
+            facts = facts.at(facts.stage, dnsbl=await self._dnsbl())
+        try:
+            return await self.rt.engine.decide(facts)
+        except Exception as exc:  # a broken state backend must not crash the session
+            log.exception("policy error at %s: %s", facts.stage, exc)
+            return tempfail("policy_error", "Local policy error, try again later", 451, "4.3.0")
+
+    async def _dnsbl(self) -> tuple[DnsListAnswer, ...] | None:
+        assert self.dnsbl_task is not None
+        try:
+            return await self.dnsbl_task
+        except Exception as exc:
+            log.warning("DNSBL lookup failed: %s", exc)
+            return None
+
+    @staticmethod
+    def reply_of(v: Verdict) -> p.Reply:
+        return p.Reply(v.code, v.status, v.text)
+
+    # ------------------------------------------------------------ the session
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception:
+            log.exception("session crashed")
+            self.close(b"421 4.3.0 Internal error, closing connection\r\n")
+        finally:
+            if self.dnsbl_task is not None and not self.dnsbl_task.done():
+                self.dnsbl_task.cancel()
+
+    async def _run(self) -> None:
+        if self.l.greet_pause > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.l.greet_pause):
+                    while not self.closed:
+                        await self._wait()
+            if self.closed:
+                return
+        pregreet = bytes(self.pregreet) if self.pregreet else None
+        facts = self.facts_at(Stage.CONNECT, pregreet=pregreet)
+        self.facts = facts  # pregreet is remembered for the later stages
+        verdict = await self.decide(facts)
+        if self.rt.on_session:
+            self.rt.on_session(self.l.mx, "connect")
+        if self.closed:
+            return
+        if verdict.action is not Action.ACCEPT or pregreet:
+            self.log_decision(facts, verdict, pregreet_bytes=len(pregreet or b""))
+        if verdict.action in (Action.DISCONNECT, Action.REJECT, Action.TEMPFAIL):
+            self.close(self.reply_of(verdict).to_bytes())
+            return
+        self.engine.greet(p.Reply(220, "", f"{self.l.hostname} ESMTP mxguard"))
+        self.greeted = True
+        await self.dialogue()
+
+    async def dialogue(self) -> None:
+        e = self.engine
+        while not self.closed:
+            ev = e.next_event()
+            if ev is None:
+                self._flush()
+                if e.wants_close:
+                    self.close()
+                    return
+                await self._wait()
+                continue
+            if isinstance(ev, p.Helo):
+                await self.on_helo(ev)
+            elif isinstance(ev, p.MailFrom):
+                await self.on_mail(ev)
+            elif isinstance(ev, p.RcptTo):
+                await self.on_rcpt(ev)
+            elif isinstance(ev, p.DataCommand):
+                await self.on_data()
+            elif isinstance(ev, p.MessageReceived):
+                await self.on_message(ev)
+            elif isinstance(ev, p.StartTLS):
+                await self.on_starttls()
+            elif isinstance(ev, p.MessageRejected):
+                self.log_decision(
+                    self.facts_at(Stage.EOM),
+                    Verdict(
+                        Action.REJECT, 552 if ev.reason == "too_big" else 550, "", "", ev.reason
+                    ),
+                )
+            elif isinstance(ev, p.Closed):
+                self._flush()
+                self.close()
+                return
+
+    async def on_helo(self, ev: p.Helo) -> None:
+        facts = self.facts_at(Stage.HELO, helo=ev.name, esmtp=ev.extended)
+        v = await self.decide(facts)
+        if v.action is Action.ACCEPT:
+            self.engine.send(p.Reply(250, "", self.l.hostname))
+        else:
+            self.log_decision(facts, v)
+            self.answer(v)
+
+    def answer(self, v: Verdict) -> None:
+        self.engine.send(self.reply_of(v))
+        if v.action is Action.DISCONNECT:
+            self.close()
+
+    async def on_mail(self, ev: p.MailFrom) -> None:
+        size = ev.params.get("SIZE")
+        facts = self.facts_at(
+            Stage.MAIL,
+            sender=ev.address,
+            recipients=(),
+            size=int(size) if size and size.isdigit() else None,
+        )
+        v = await self.decide(facts)
+        if v.action is Action.ACCEPT:
+            self.engine.send(p.Reply(250, "2.1.0", "Sender OK"))
+        else:
+            self.log_decision(facts, v)
+            self.answer(v)
+
+    async def on_rcpt(self, ev: p.RcptTo) -> None:
+        facts = self.facts_at(Stage.RCPT, recipient=ev.address)
+        v = await self.decide(facts)
+        self.log_decision(facts, v)
+        if v.action is Action.ACCEPT:
+            self.engine.send(p.Reply(250, "2.1.5", "Recipient OK"))
+        else:
+            self.answer(v)
+
+    async def on_data(self) -> None:
+        facts = self.facts_at(Stage.DATA)
+        v = await self.decide(facts)
+        if v.action is Action.ACCEPT:
+            self.engine.send(p.Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+        else:
+            self.log_decision(facts, v)
+            self.answer(v)
+
+    def received_header(self, queue_id: str, recipients: list[str]) -> bytes:
+        f = self.facts
+        assert f is not None
+        helo = self.engine.helo_name or "unknown"
+        proto = ("ESMTP" if self.engine.esmtp else "SMTP") + ("S" if self.tls else "")
+        rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
+        line = (
+            f"Received: from {helo} ([{f.client_ip}])\r\n\tby {self.l.hostname} (mxguard) "
+            f"with {proto} id {queue_id}{rcpt};\r\n\t{formatdate(self.rt.clock())}\r\n"
+        )
+        return line.encode("utf-8", "replace")
+
+    async def on_message(self, ev: p.MessageReceived) -> None:
+        recipients = list(self.engine.recipients)
+        sender = self.engine.sender or ""
+        queue_id = new_id()
+        facts = self.facts_at(Stage.EOM, size=len(ev.data))
+        v = await self.decide(facts)
+        if v.action is Action.ACCEPT:
+            data = self.received_header(queue_id, recipients) + ev.data
+            v = await self.sink(Message(queue_id, sender, recipients, data, facts))
+        msgid = _message_id(ev.data)
+        self.log_decision(facts, v, queue_id=queue_id, msgid=msgid, rcpt_count=len(recipients))
+        if v.action is Action.ACCEPT and v.code == 250:
+            self.engine.send(p.Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+        else:
+            self.answer(v)
+
+    @property
+    def sink(self) -> Callable[[Message], Awaitable[Verdict]]:
+        return self.l.sink
+
+    async def on_starttls(self) -> None:
+        if self.l.tls is None or self.transport is None:
+            self.engine.send(p.Reply(454, "4.7.0", "TLS not available"))
+            return
+        self.engine.send(p.Reply(220, "2.0.0", "Ready to start TLS"))
+        self._flush()
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(self.transport, self, self.l.tls, server_side=True)
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("TLS handshake failed: %s", exc)
+            self.closed = True
+            return
+        if new is None:
+            self.closed = True
+            return
+        self.transport = new  # type: ignore[assignment]
+        self.tls = True
+        self.engine.tls_started()
+
+
+def _message_id(data: bytes) -> str | None:
+    """The Message-ID header value, read from the header block only (for the event log)."""
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else 65536]
+    i = head.lower().find(b"\nmessage-id:")
+    if i < 0:
+        if not head.lower().startswith(b"message-id:"):
+            return None
+        i = -1
+    line_end = head.find(b"\r\n", i + 1)
+    value = head[i + 12 : line_end if line_end >= 0 else None].strip()
+    return value.decode("ascii", "replace")[:256] or None
+
+
+async def sweep_timeouts(runtime: Runtime, interval: float = 1.0) -> None:
+    """Close sessions past their phase deadline: one timer for all instead of one per read."""
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        for s in [s for s in runtime.sessions if s.timed_out(now)]:
+            s.expire()

@@ -1,0 +1,222 @@
+"""SQLite state for one host: the embedded default.
+
+All database work runs on one dedicated thread with one connection, so the event loop never
+blocks on disk and every operation is a single serialised transaction (which is what makes
+check-and-set atomic here). WAL mode lets other processes on the host (a policyd beside the
+SMTP listener) share the file; `synchronous=NORMAL` is enough because this is policy state,
+not mail: a power cut may forget the last greylist pass, never a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from mxguard.state.base import GreylistResult, StateStore, StateUnavailable, greylist_transition
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires);
+CREATE TABLE IF NOT EXISTS hashes (
+    key TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (key, field)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hash_expiry (
+    key TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hash_expiry_expires ON hash_expiry(expires);
+"""
+
+
+class SqliteState(StateStore):
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mxguard-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def job() -> T:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        except sqlite3.OperationalError as exc:
+            raise StateUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        """Create the file and schema now, so a bad path fails at start-up, not on first mail."""
+        await self._run(lambda db: None)
+
+    @staticmethod
+    def _live(db: sqlite3.Connection, key: str, now: float) -> str | None:
+        row = db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None or row[1] <= now:
+            return None
+        return str(row[0])
+
+    @staticmethod
+    def _store(db: sqlite3.Connection, key: str, value: str, expires: float) -> None:
+        db.execute(
+            "INSERT INTO kv(key, value, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
+            (key, value, expires),
+        )
+
+    async def get(self, key: str, now: float) -> str | None:
+        return await self._run(lambda db: self._live(db, key, now))
+
+    async def put(self, key: str, value: str, ttl: float, now: float) -> None:
+        await self._run(lambda db: self._store(db, key, value, now + ttl))
+
+    async def put_if_absent(self, key: str, value: str, ttl: float, now: float) -> str | None:
+        def op(db: sqlite3.Connection) -> str | None:
+            old = self._live(db, key, now)
+            if old is None:
+                self._store(db, key, value, now + ttl)
+            return old
+
+        return await self._run(op)
+
+    async def compare_and_put(
+        self, key: str, expected: str | None, value: str, ttl: float, now: float
+    ) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            if self._live(db, key, now) != expected:
+                return False
+            self._store(db, key, value, now + ttl)
+            return True
+
+        return await self._run(op)
+
+    async def delete(self, key: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            n = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount
+            n += db.execute("DELETE FROM hashes WHERE key = ?", (key,)).rowcount
+            db.execute("DELETE FROM hash_expiry WHERE key = ?", (key,))
+            return n > 0
+
+        return await self._run(op)
+
+    async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or row[1] <= now:
+                total, expires = amount, now + window
+            else:
+                total, expires = int(row[0]) + amount, float(row[1])
+            self._store(db, key, str(total), expires)
+            return total
+
+        return await self._run(op)
+
+    @staticmethod
+    def _hash_fields(db: sqlite3.Connection, key: str, now: float) -> dict[str, str] | None:
+        row = db.execute("SELECT expires FROM hash_expiry WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if row[0] <= now:
+            db.execute("DELETE FROM hashes WHERE key = ?", (key,))
+            db.execute("DELETE FROM hash_expiry WHERE key = ?", (key,))
+            return None
+        rows = db.execute("SELECT field, value FROM hashes WHERE key = ?", (key,)).fetchall()
+        return {str(f): str(v) for f, v in rows}
+
+    async def hash_put(self, key: str, field: str, value: str, ttl: float, now: float) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            self._hash_fields(db, key, now)  # drops an expired hash first
+            db.execute(
+                "INSERT INTO hashes(key, field, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(key, field) DO UPDATE SET value = excluded.value",
+                (key, field, value),
+            )
+            db.execute(
+                "INSERT INTO hash_expiry(key, expires) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET expires = excluded.expires",
+                (key, now + ttl),
+            )
+
+        await self._run(op)
+
+    async def hash_get(self, key: str, now: float) -> dict[str, str]:
+        return await self._run(lambda db: self._hash_fields(db, key, now) or {})
+
+    async def hash_delete(self, key: str, field: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            n = db.execute("DELETE FROM hashes WHERE key = ? AND field = ?", (key, field)).rowcount
+            return n > 0
+
+        return await self._run(op)
+
+    async def greylist(
+        self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
+    ) -> GreylistResult:
+        def op(db: sqlite3.Connection) -> GreylistResult:
+            new, ttl, result = greylist_transition(
+                self._live(db, key, now), now, delay, retry_window, pass_ttl
+            )
+            if new is not None:
+                self._store(db, key, new, now + ttl)
+            return result
+
+        return await self._run(op)
+
+    async def ping(self) -> bool:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        return True
+
+    async def purge_expired(self, now: float) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            n = db.execute("DELETE FROM kv WHERE expires <= ?", (now,)).rowcount
+            dead = [
+                r[0] for r in db.execute("SELECT key FROM hash_expiry WHERE expires <= ?", (now,))
+            ]
+            for key in dead:
+                db.execute("DELETE FROM hashes WHERE key = ?", (key,))
+                db.execute("DELETE FROM hash_expiry WHERE key = ?", (key,))
+            return n + len(dead)
+
+        return await self._run(op)
+
+    async def close(self) -> None:
+        def op() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, op)
+        self._executor.shutdown(wait=True)
