@@ -83,8 +83,17 @@ class MxSettings:
     preference: int | None = None
     listen: str | None = None  # "IP:PORT" or "[IPv6]:PORT"
     address: str | None = None  # for a fake MX: the published address that must refuse
+    # more published addresses of this host (say its AAAA beside the A); `mxguard plan`
+    # writes them and counts them against the senders' 5-address limit
+    addresses: tuple[str, ...] = ()
+    # fake MX in front of the primary: the operator accepts that senders which never try the
+    # next MX (some in-app mailers) lose mail; without it `mxguard plan` refuses the layout
+    accept_risk: bool = False
     forward_to: str | None = None  # backup: an [[mx]] host or smtp://HOST:PORT
     spool: str | None = None  # backup: the durable queue directory
+    # backup: bind forwarding and callout connections to this local IP, so the next hop can
+    # trust this backup by address ([relay].trusted_peers) without trusting every client
+    source_address: str | None = None
     greet_pause: Duration | None = None  # overrides [early_talker].greet_pause
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -180,6 +189,9 @@ class QueueSettings:
 
 @dataclass(frozen=True)
 class CalloutSettings:
+    # who answers the RCPT probe: an [[mx]] host or smtp://HOST:PORT; default: the
+    # backup's forward_to, else the first primary
+    target: str | None = None
     timeout: Duration = 10.0
     positive_ttl: Duration = 7 * 86400.0
     negative_ttl: Duration = 3600.0
@@ -466,12 +478,21 @@ def _validate(cfg: Config, file: str) -> None:
                     ipaddress.ip_address(host)
             except ValueError as exc:
                 raise ConfigError(file, f"{key}.{attr}", str(exc)) from None
-            if attr == "listen":
+            if attr == "listen" and port != 0:  # port 0: any free port (tests)
                 if (host, port) in binds:
                     raise ConfigError(
                         file, f"{key}.listen", f"{value} is also the listen of {binds[host, port]}"
                     )
                 binds[host, port] = m.host
+        for j, extra in enumerate(m.addresses):
+            try:
+                ipaddress.ip_address(extra)
+            except ValueError:
+                raise ConfigError(
+                    file, f"{key}.addresses[{j}]", f"{extra!r} is not an IP address"
+                ) from None
+        if m.accept_risk and m.role is not Role.FAKE:
+            raise ConfigError(file, f"{key}.accept_risk", "only a fake MX has a risk to accept")
         if m.forward_to is not None and m.role is not Role.BACKUP:
             raise ConfigError(file, f"{key}.forward_to", "only a backup forwards")
         if (m.tls_cert is None) != (m.tls_key is None):

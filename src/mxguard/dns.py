@@ -97,7 +97,11 @@ def make_resolver(
     if timeout <= 0:
         raise ValueError(f"DNS timeout must be positive, not {timeout}")
     if nameservers is None:
-        resolver = dns.asyncresolver.Resolver(configure=True)
+        try:
+            resolver = dns.asyncresolver.Resolver(configure=True)
+        except dns.resolver.NoResolverConfiguration as exc:
+            # A config problem the operator can fix, not a crash: say where to look.
+            raise ValueError(f"no usable nameserver in /etc/resolv.conf ({exc})") from None
     else:
         if isinstance(nameservers, str):
             raise ValueError("nameservers must be a list of addresses, not one string")
@@ -386,7 +390,7 @@ class DnsListClient:
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await self.resolver.resolve_address(str(address), lifetime=self.timeout)
-        except (dns.exception.DNSException, TimeoutError):
+        except (dns.exception.DNSException, TimeoutError, OSError):
             return None
         for rdata in answer:
             if isinstance(rdata, dns.rdtypes.ANY.PTR.PTR):
@@ -430,7 +434,7 @@ class DnsListClient:
             return DnsListAnswer(zone, error="timeout"), 0
         except dns.resolver.NoNameservers:
             return DnsListAnswer(zone, error="servfail"), 0
-        except dns.exception.DNSException:
+        except (dns.exception.DNSException, OSError):
             return DnsListAnswer(zone, error="error"), 0
         addresses = tuple(
             rdata.address for rdata in result if isinstance(rdata, dns.rdtypes.IN.A.A)

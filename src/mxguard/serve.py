@@ -19,6 +19,7 @@ from mxguard.config import Config, ConfigError, load_config
 from mxguard.delivery import Target, make_target
 from mxguard.events import EventLog
 from mxguard.policy.build import Extension, PolicyParts, build_engine
+from mxguard.policy.checks.recipients import Callout
 from mxguard.policy.facts import Role
 from mxguard.recipients import RecipientDirectory
 from mxguard.smtp.listener import (
@@ -52,6 +53,8 @@ class Server:
     extensions: list[Extension] = field(default_factory=list)
     sink_factories: dict[Role, RoleSinkFactory] = field(default_factory=dict)
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    #: the recipient callout a feature provides for `recipients_source = "callout"` domains
+    callout: Callout | None = None
 
     def sink_for(self, mx: Any) -> MessageSink:
         factory = self.sink_factories.get(mx.role)
@@ -98,12 +101,15 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
     if cfg.dnsbl.sites:
         from mxguard.dns import DnsListClient, make_resolver, parse_list_site
 
-        resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
+        try:
+            resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
+        except ValueError as exc:
+            raise ConfigError(cfg.source, "dnsbl.nameservers", str(exc)) from None
         dnsbl = DnsListClient(
             resolver, [parse_list_site(s) for s in cfg.dnsbl.sites], timeout=cfg.dnsbl.timeout
         )
     engine = build_engine(
-        cfg, PolicyParts(server.state, server.recipients, None, server.extensions)
+        cfg, PolicyParts(server.state, server.recipients, server.callout, server.extensions)
     )
     gate = ConnectionGate(cfg.limits.max_connections, cfg.limits.max_connections_per_network)
     server.runtime = Runtime(cfg, engine, server.events, gate, dnsbl)

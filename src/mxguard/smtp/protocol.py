@@ -25,13 +25,40 @@ Rules the engine keeps so the adapter does not have to:
   normalised, never treated as line ends that could close the message.
 * Memory per session is bounded: an oversize body is counted, not stored.
 
+Choices worth knowing (each one deliberate):
+
+* Bare LF / bare CR in a command: ``500 5.5.2`` in reject mode. Normalise mode accepts a bare
+  LF as a command terminator but still refuses a bare CR inside a command (treating it as a line
+  end would turn one line into two commands).
+* Bare LF / bare CR in a body: reject mode refuses the whole message at end of data
+  (``550 5.5.2``); normalise mode turns every bare LF *and* every bare CR into CRLF, then
+  removes dot-stuffing from every line (as Postfix does), and reports
+  ``bare_lf_normalized=True``. Either way only ``<CRLF>.<CRLF>`` ends DATA.
+* Dot-unstuffing follows RFC 5321 4.5.2: the leading "." of every body line is removed
+  (so ``..x`` -> ``.x`` and a stray ``.x`` -> ``x``).
+* Message size is the number of body bytes on the wire (dot-stuffed, before normalisation),
+  which is what a client's ``SIZE=`` declares; over the limit the body is no longer stored.
+* A line of the body longer than ``max_text_line`` octets including its CRLF is refused.
+* Checks at end of data run in this order: too_big, bare_lf, bare_cr, line_too_long.
+* ``max_errors`` counts the engine's own error replies (``ProtocolError``), including refused
+  bodies but not ``452 4.5.3`` (too many recipients is a normal ESMTP flow); the
+  application's own 4xx/5xx replies are not counted.
+* Any 421 the application sends (to any event) closes the session: ``wants_close``.
+* EOF: complete commands and messages already buffered are still processed (as Postfix does);
+  whatever is incomplete, a partial message above all, is dropped, then ``wants_close``.
+* A refused HELO/EHLO leaves the client un-greeted (``helo_name`` is None).
+
 The adapter must stop reading from the socket while ``pending`` is set and ``buffered_bytes``
-is large (flow control); the engine keeps everything it is given.
+is large (flow control), and should bound what it feeds before ``greet()``; the engine keeps
+everything it is given, except the body of an oversize message, which it counts and drops.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -79,8 +106,13 @@ class Reply:
     def to_bytes(self) -> bytes:
         # CR is dropped from the text so an application-supplied string (a policy message, a
         # downstream server's reply passed back) can never inject an extra reply line.
+        text = self.text
+        if "\n" not in text and "\r" not in text:  # the common case, kept cheap
+            if self.status:
+                return f"{self.code} {self.status} {text}\r\n".encode()
+            return (f"{self.code} {text}".rstrip(" ") + "\r\n").encode()
         prefix = f"{self.status} " if self.status else ""
-        lines = self.text.replace("\r", "").split("\n")
+        lines = text.replace("\r", "").split("\n")
         last = len(lines) - 1
         out = []
         for i, line in enumerate(lines):
@@ -257,6 +289,25 @@ _S_TLS_WAIT = 4  # STARTTLS answered 220; waiting for tls_started()
 _S_CLOSED = 5
 
 _TERMINATOR = b"\r\n.\r\n"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=64)
+def _extensions(config: EngineConfig, tls: bool) -> str:
+    """The EHLO keyword lines; cached because every session of a listener shares one config."""
+    ext = []
+    if config.pipelining:
+        ext.append("PIPELINING")
+    ext.append(f"SIZE {config.max_message_size}")
+    ext.append("8BITMIME")
+    ext.append("ENHANCEDSTATUSCODES")
+    if config.smtputf8:
+        ext.append("SMTPUTF8")
+    if config.starttls and not tls:
+        ext.append("STARTTLS")
+    return "\n".join(ext)
+
+
 _COMPACT_AT = 65536
 
 
@@ -289,35 +340,8 @@ class ServerEngine:
         self._too_big = False
         self._hard_line_limit = config.max_command_line + PARAM_ALLOWANCE
         self._normalize = config.bare_lf == "normalize"
-        self._ehlo_plain = self._extensions(tls=False)
-        self._ehlo_tls = self._extensions(tls=True)
-        self._dispatch = {
-            b"EHLO": self._cmd_ehlo,
-            b"HELO": self._cmd_helo,
-            b"MAIL": self._cmd_mail,
-            b"RCPT": self._cmd_rcpt,
-            b"DATA": self._cmd_data,
-            b"RSET": self._cmd_rset,
-            b"NOOP": self._cmd_noop,
-            b"QUIT": self._cmd_quit,
-            b"VRFY": self._cmd_vrfy,
-            b"HELP": self._cmd_help,
-            b"STARTTLS": self._cmd_starttls,
-        }
-
-    def _extensions(self, tls: bool) -> str:
-        c = self.config
-        ext = []
-        if c.pipelining:
-            ext.append("PIPELINING")
-        ext.append(f"SIZE {c.max_message_size}")
-        ext.append("8BITMIME")
-        ext.append("ENHANCEDSTATUSCODES")
-        if c.smtputf8:
-            ext.append("SMTPUTF8")
-        if c.starttls and not tls:
-            ext.append("STARTTLS")
-        return "\n".join(ext)
+        self._ehlo_plain = _extensions(config, tls=False)
+        self._ehlo_tls = _extensions(config, tls=True)
 
     # --- read-only state -----------------------------------------------------------------------
 
@@ -424,6 +448,12 @@ class ServerEngine:
             raise LocalProtocolError("send() called but no event is waiting for a reply")
         if not 200 <= reply.code <= 599:
             raise LocalProtocolError(f"not an SMTP reply code: {reply.code}")
+        if isinstance(event, DataCommand | StartTLS) and reply.code < 400:
+            # Anything but the one positive code would leave client and engine disagreeing on
+            # whether the next bytes are a body (or a TLS handshake) or commands.
+            wanted = 354 if isinstance(event, DataCommand) else 220
+            if reply.code != wanted:
+                raise LocalProtocolError(f"{type(event).__name__} needs {wanted} or 4xx/5xx")
         self._pending = None
         ok = reply.code < 400
         if isinstance(event, RcptTo):
@@ -581,7 +611,7 @@ class ServerEngine:
         if self._state == _S_QUIT_ONLY and verb != b"QUIT":
             self._error(R_NO_SERVICE, "bad_sequence")
             return
-        handler = self._dispatch.get(verb)
+        handler = _DISPATCH.get(verb)
         if handler is None:
             if verb in _NOT_IMPLEMENTED:
                 self._error(R_NOT_IMPL, "not_implemented")
@@ -593,7 +623,7 @@ class ServerEngine:
         except UnicodeDecodeError:
             self._error(R_BAD_UTF8, "syntax")
             return
-        handler(arg)
+        handler(self, arg)
 
     def _cmd_ehlo(self, arg: str) -> None:
         self._helo_common(arg, extended=True)
@@ -603,7 +633,7 @@ class ServerEngine:
 
     def _helo_common(self, arg: str, extended: bool) -> None:
         name = arg.strip(" ")
-        if not name or any(c < " " or c == "\x7f" for c in name):
+        if not name or _CONTROL.search(name):
             self._error(R_SYNTAX_HELO, "syntax")
             return
         self._reset_transaction()
@@ -797,7 +827,8 @@ class ServerEngine:
             self._consume(idx + 5)
             self._end_of_data(None)
             return True
-        raw = bytes(buf[pos:body_end])
+        with memoryview(buf) as view, view[pos:body_end] as body:
+            raw = bytes(body)  # one copy, even for a 10 MB body
         self._consume(idx + 5)
         self._end_of_data(raw)
         return True
@@ -838,3 +869,18 @@ class ServerEngine:
         self._reset_transaction()
         self._events.append(MessageRejected(reason))
         self._error(reply, reason)
+
+
+_DISPATCH: dict[bytes, Callable[[ServerEngine, str], None]] = {
+    b"EHLO": ServerEngine._cmd_ehlo,
+    b"HELO": ServerEngine._cmd_helo,
+    b"MAIL": ServerEngine._cmd_mail,
+    b"RCPT": ServerEngine._cmd_rcpt,
+    b"DATA": ServerEngine._cmd_data,
+    b"RSET": ServerEngine._cmd_rset,
+    b"NOOP": ServerEngine._cmd_noop,
+    b"QUIT": ServerEngine._cmd_quit,
+    b"VRFY": ServerEngine._cmd_vrfy,
+    b"HELP": ServerEngine._cmd_help,
+    b"STARTTLS": ServerEngine._cmd_starttls,
+}

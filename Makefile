@@ -1,0 +1,28 @@
+# The two commands a new user needs (README): `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint install clean
+
+$(BIN)/mxguard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: $(BIN)/mxguard
+
+serve: install
+	$(BIN)/mxguard serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+test: install
+	bash scripts/system-deps.sh
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) mxguard-data .pytest_cache

@@ -1,0 +1,3 @@
+"""Shared pytest setup: every test talks to real servers on loopback that it starts itself."""
+
+from tests.helpers.dns_fixtures import dns_server  # noqa: F401
