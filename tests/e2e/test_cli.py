@@ -19,9 +19,7 @@ MXGUARD = [sys.executable, "-m", "mxguard.cli"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MXGUARD, *args], capture_output=True, text=True, timeout=60, cwd=cwd
-    )
+    return subprocess.run([*MXGUARD, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def port_free(port: int) -> bool:
@@ -36,7 +34,10 @@ def default_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]
         if not port_free(port):
             pytest.fail(f"port {port} is busy; another mxguard is running on this machine")
     proc = subprocess.Popen(
-        [*MXGUARD, "serve"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*MXGUARD, "serve"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 20
@@ -61,7 +62,9 @@ def test_default_serve_with_swaks(default_serve: tuple[subprocess.Popen[str], Pa
     def swaks(to: str) -> str:
         out = subprocess.run(
             ["swaks", "--server", "127.0.0.1:2525", "--to", to, "--from", "a@sender.test"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         return out.stdout
 
@@ -85,16 +88,27 @@ def test_check_config_good_example() -> None:
 
 
 BAD = [
-    ("[[domain]]\nname = 'x.test'\nrecipients=['a@x.test']\n[[mx]]\nhost='m'\npreference=10\n"
-     "role='secondary'\nlisten='127.0.0.1:2600'\n", "mx[0].role: must be one of"),
+    (
+        "[[domain]]\nname = 'x.test'\nrecipients=['a@x.test']\n[[mx]]\nhost='m'\npreference=10\n"
+        "role='secondary'\nlisten='127.0.0.1:2600'\n",
+        "mx[0].role: must be one of",
+    ),
     ("[[domain]]\nname = 'x.test'\nrecipient=['a@x.test']\n", "domain[0].recipient: unknown key"),
-    ("[[domain]]\nname = 'x.test'\nrecipients='a@x.test'\n", "domain[0].recipients: must be a list"),
-    ("[[domain]]\nname = 'x.test'\nrecipients_file='/nonexistent/r.txt'\n[[mx]]\nhost='m'\n"
-     "preference=10\nrole='primary'\nlisten='127.0.0.1:2600'\n",
-     "domain[0].recipients_file: cannot read /nonexistent/r.txt"),
+    (
+        "[[domain]]\nname = 'x.test'\nrecipients='a@x.test'\n",
+        "domain[0].recipients: must be a list",
+    ),
+    (
+        "[[domain]]\nname = 'x.test'\nrecipients_file='/nonexistent/r.txt'\n[[mx]]\nhost='m'\n"
+        "preference=10\nrole='primary'\nlisten='127.0.0.1:2600'\n",
+        "domain[0].recipients_file: cannot read /nonexistent/r.txt",
+    ),
     ("[limits]\nmax_message_size = 'huge'\n", "limits.max_message_size: expected a size"),
-    ("[[domain]]\nname = 'x.test'\n[[mx]]\nhost='m'\npreference=10\nrole='primary'\n"
-     "listen='127.0.0.1:99999'\n", "mx[0].listen: bad port"),
+    (
+        "[[domain]]\nname = 'x.test'\n[[mx]]\nhost='m'\npreference=10\nrole='primary'\n"
+        "listen='127.0.0.1:99999'\n",
+        "mx[0].listen: bad port",
+    ),
     ("not toml = = =", "not valid TOML"),
 ]
 

@@ -102,7 +102,8 @@ def test_errors_name_file_key_and_problem(text: str, key: str, problem: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [(30, 30.0), ("30s", 30.0), ("5m", 300.0), ("2d", 172800.0), ("250ms", 0.25)]
+    ("value", "seconds"),
+    [(30, 30.0), ("30s", 30.0), ("5m", 300.0), ("2d", 172800.0), ("250ms", 0.25)],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
@@ -115,7 +116,11 @@ def test_sizes(value: object, n: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("127.0.0.1:2525", ("127.0.0.1", 2525)), ("[::1]:25", ("::1", 25)), ("mx.test", ("mx.test", 25))],
+    [
+        ("127.0.0.1:2525", ("127.0.0.1", 2525)),
+        ("[::1]:25", ("::1", 25)),
+        ("mx.test", ("mx.test", 25)),
+    ],
 )
 def test_hostport(value: str, expected: tuple[str, int]) -> None:
     assert parse_hostport(value) == expected

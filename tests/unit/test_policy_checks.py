@@ -142,5 +142,7 @@ async def test_engine_allowlist_skips_screens_but_never_relay_control() -> None:
     assert v.code == 554 and v.reason == "relay_denied"  # the gate still runs
     v = await engine.decide(facts(ip="192.0.2.2", recipient="alice@example.test"))
     assert v.reason == "denylist"
-    v = await engine.decide(facts(ip="192.0.2.2", recipient="alice@example.test", trusted_peer=True))
+    v = await engine.decide(
+        facts(ip="192.0.2.2", recipient="alice@example.test", trusted_peer=True)
+    )
     assert v.action is Action.ACCEPT
