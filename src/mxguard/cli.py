@@ -7,44 +7,14 @@ audit finding), 2 bad usage or bad config (one line naming file, key and problem
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-from typing import Any
+from collections.abc import Callable
 
 import click
-from rich.console import Console
 
 from mxguard import __version__
+from mxguard.cliutil import config_option, err, fail, setup_logging
 from mxguard.config import ConfigError, effective_toml, load_config
-
-err = Console(stderr=True, highlight=False)
-
-CONFIG_HELP = "Config file (TOML). Without it, the built-in demo tier for example.test on loopback."
-
-
-def config_option(f: Any) -> Any:
-    return click.option(
-        "--config",
-        "-c",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        envvar="MXGUARD_CONFIG",
-        help=CONFIG_HELP,
-    )(f)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]mxguard:[/] {message}", markup=True, soft_wrap=True)
-    sys.exit(code)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,6 +27,19 @@ def main() -> None:
     Start the demo tier:   mxguard serve
     Check a config:        mxguard check-config -c mxguard.toml
     """
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked or available (about twice the sessions per CPU second), else asyncio."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            fail("server.event_loop: uvloop is not installed (pip install uvloop)")
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 @main.command()
@@ -78,7 +61,8 @@ def serve(config_path: str | None, log_level: str | None) -> None:
     from mxguard.serve import serve_forever
 
     try:
-        code = asyncio.run(serve_forever(config_path, lambda line: print(line, flush=True)))
+        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
+            code = runner.run(serve_forever(config_path, lambda line: print(line, flush=True)))
     except ConfigError as exc:
         fail(str(exc))
         return

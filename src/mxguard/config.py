@@ -44,6 +44,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class ServerSettings:
     hostname: str = ""  # the name in the banner and Received: header; default: the MX's host
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
 
 
 @dataclass(frozen=True)
@@ -523,7 +524,8 @@ def _validate(cfg: Config, file: str) -> None:
                 file, f"dnsbl.nameservers[{j}]", f"{ns!r} is not IP or IP:PORT"
             ) from None
     _validate_target(cfg.delivery.target, file, "delivery.target")
-    if cfg.state.url.split(":", 1)[0] not in ("sqlite", "redis", "rediss", "unix", "memory"):
+    state_schemes = ("sqlite", "redis", "rediss", "unix", "redis+sentinel", "memory")
+    if cfg.state.url.split(":", 1)[0] not in state_schemes:
         raise ConfigError(
             file, "state.url", "use sqlite:///PATH, redis://HOST:PORT/DB or memory://"
         )

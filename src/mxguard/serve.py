@@ -30,8 +30,8 @@ from mxguard.smtp.listener import (
     sweep_timeouts,
 )
 from mxguard.smtp.roles import DeliverSink, NeverAcceptSink
-from mxguard.state import open_state
 from mxguard.state.base import StateStore
+from mxguard.state.failover import open_configured_state
 
 log = logging.getLogger("mxguard")
 
@@ -67,7 +67,7 @@ class Server:
 
 def build_server(config: Config) -> Server:
     try:
-        state = open_state(config.state.url)
+        state = open_configured_state(config.state)
     except ValueError as exc:
         raise ConfigError(config.source, "state.url", str(exc)) from None
     recipients = RecipientDirectory(config.domain, config.source)
@@ -128,6 +128,7 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
             ) from None
         server.listeners.append(listener)
     server.tasks.append(asyncio.create_task(sweep_timeouts(server.runtime)))
+    server.tasks.append(asyncio.create_task(server.events.flush_periodically()))
     server.tasks.append(asyncio.create_task(_housekeeping(server)))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MXGUARD = [sys.executable, "-m", "mxguard.cli"]
+MXGUARD = [sys.executable, "-m", "mxguard"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,10 +7,12 @@ test, which lets tests read the server's state and swap its clock.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mxguard import serve
 from mxguard.config import Config, load_config_text
@@ -59,6 +61,11 @@ class Running:
     @property
     def events_path(self) -> Path:
         return Path(self.config.log.events)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The event log as written so far (flushed first: the server buffers it)."""
+        self.server.events.flush()
+        return [json.loads(x) for x in self.events_path.read_text().splitlines()]
 
     def maildir_files(self, rcpt: str = "alice@example.test") -> list[Path]:
         local, domain = rcpt.split("@")

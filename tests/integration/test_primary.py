@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import smtplib
 import socket
@@ -58,7 +57,7 @@ async def test_delivers_into_maildir_with_received_header(tmp_path: Path) -> Non
         body = files[0].read_bytes()
         assert body.startswith(b"Received: from client.sender.test ([127.0.0.1])")
         assert body.endswith(MSG)
-        events = [json.loads(x) for x in srv.events_path.read_text().splitlines()]
+        events = srv.events()
         eom = [e for e in events if e["stage"] == "eom"]
         assert eom[0]["reason"] == "delivered" and eom[0]["msgid"] == "<m1@sender.test>"
 
@@ -248,7 +247,7 @@ async def test_early_talker_is_caught_by_the_greet_pause(tmp_path: Path) -> None
         out = await asyncio.wait_for(reader.read(), 5)
         assert b"550 5.5.1" in out
         writer.close()
-        events = [json.loads(x) for x in srv.events_path.read_text().splitlines()]
+        events = srv.events()
         assert any(e["reason"] == "pregreet" and e["stage"] == "rcpt" for e in events)
 
 
@@ -380,7 +379,7 @@ async def test_smtp_target_down_gives_451_and_loses_nothing(tmp_path: Path) -> N
                 start_tls=False,
             )
         assert exc.value.code == 451  # the client keeps the message and retries
-        events = [json.loads(x) for x in srv.events_path.read_text().splitlines()]
+        events = srv.events()
         eom = [e for e in events if e["stage"] == "eom"]
         assert eom[-1]["action"] == "tempfail" and eom[-1]["reason"] == "delivery_deferred"
 

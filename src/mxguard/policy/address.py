@@ -9,6 +9,7 @@ relayed through a downstream MTA that would honour the routing.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import math
 from dataclasses import dataclass
@@ -85,8 +86,12 @@ def normalize_sender(sender: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+@functools.lru_cache(maxsize=65536)
 def client_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int) -> str:
-    """The network a client is keyed by ("192.0.2.0/24"); IPv4-mapped IPv6 counts as IPv4."""
+    """The network a client is keyed by ("192.0.2.0/24"); IPv4-mapped IPv6 counts as IPv4.
+
+    Cached: the same clients come back all day, and building networks is not cheap.
+    """
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     prefix = v4 if isinstance(ip, ipaddress.IPv4Address) else v6

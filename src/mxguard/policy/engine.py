@@ -46,12 +46,19 @@ class PolicyEngine:
         return plan
 
     def screened(self, facts: Facts) -> bool:
+        """Whether the screening checks apply to this client (adapters may cache the answer)."""
         return not (
             facts.trusted_peer or facts.client_ip in self.allow or facts.client_ip in self.trusted
         )
 
-    async def decide(self, facts: Facts) -> Verdict:
-        for check in self._checks_for(facts.stage, facts.mx.role, self.screened(facts)):
+    def has_checks(self, stage: Stage, role: Role, screened: bool) -> bool:
+        """Lets an adapter skip building facts for a stage nothing looks at."""
+        return bool(self._checks_for(stage, role, screened))
+
+    async def decide(self, facts: Facts, screened: bool | None = None) -> Verdict:
+        if screened is None:
+            screened = self.screened(facts)
+        for check in self._checks_for(facts.stage, facts.mx.role, screened):
             verdict = await check.check(facts)
             if verdict is not None and verdict.is_final:
                 return verdict

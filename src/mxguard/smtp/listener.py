@@ -27,24 +27,30 @@ from mxguard.events import EventLog
 from mxguard.policy.address import client_network
 from mxguard.policy.engine import PolicyEngine
 from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Stage
-from mxguard.policy.verdict import Action, Verdict, tempfail
+from mxguard.policy.verdict import ACCEPT, Action, Verdict, tempfail
 from mxguard.smtp import protocol as p
+from mxguard.state.base import StateUnavailable
 
 log = logging.getLogger("mxguard.smtp")
 
 _ids = itertools.count(1)
-_PID = os.getpid()
 
 
-def new_id() -> str:
-    """A short, unique id for sessions and messages (time, pid and a counter, base 36)."""
-    n = (int(time.time()) << 40) | ((_PID & 0xFFFF) << 24) | (next(_ids) & 0xFFFFFF)
+def _base36(n: int) -> str:
     digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     out = []
     while n:
         n, r = divmod(n, 36)
         out.append(digits[r])
-    return "".join(reversed(out))
+    return "".join(reversed(out)) or "0"
+
+
+_PREFIX = _base36((int(time.time()) << 16) | (os.getpid() & 0xFFFF))
+
+
+def new_id() -> str:
+    """A short id for sessions and messages, unique per host: start time, pid and a counter."""
+    return f"{_PREFIX}{next(_ids):07X}"
 
 
 @dataclass
@@ -140,6 +146,9 @@ class Listener:
         )
         pause = mx.greet_pause if mx.greet_pause is not None else cfg.early_talker.greet_pause
         self.greet_pause = pause
+        # The stage whose facts carry the DNSBL answers (waiting for them earlier would delay
+        # every banner by a DNS round trip for nothing).
+        self.dnsbl_stage = Stage.CONNECT if cfg.dnsbl.stage == "connect" else Stage.RCPT
         self.server: asyncio.Server | None = None
 
     @property
@@ -187,27 +196,26 @@ class Session(asyncio.Protocol):
         self.facts: Facts | None = None
         self.tls = False
         self.paused = False
+        self.screened = True
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         self.net = self.rt.gate.enter(ip)
-        now = self.rt.clock()
-        sid = new_id()
         self.facts = Facts(
             stage=Stage.CONNECT,
-            now=now,
+            now=self.rt.clock(),
             client_ip=ip,
             mx=self.l.info,
-            session_id=sid,
+            session_id=new_id(),
             trusted_peer=self.rt.engine.is_trusted(ip),
         )
+        self.screened = self.rt.engine.screened(self.facts)
         if self.net is None:
             # Over a cap: answer and close before any work (postscreen's "all ports busy").
             transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
@@ -225,7 +233,7 @@ class Session(asyncio.Protocol):
         self.session_deadline = mono + lim.session_timeout
         self.deadline = mono + self.l.greet_pause + lim.greeting_timeout
         self.rt.sessions.add(self)
-        if self.rt.dnsbl is not None and not self.facts.trusted_peer:
+        if self.rt.dnsbl is not None and self.screened:
             self.dnsbl_task = asyncio.ensure_future(self.rt.dnsbl.lookup(ip))
         self.task = asyncio.ensure_future(self.run())
 
@@ -320,10 +328,13 @@ class Session(asyncio.Protocol):
         self.rt.events.decision(facts, verdict, **extra)
 
     async def decide(self, facts: Facts) -> Verdict:
-        if self.dnsbl_task is not None and facts.stage in (Stage.CONNECT, Stage.RCPT):
+        if self.dnsbl_task is not None and facts.stage is self.l.dnsbl_stage:
             facts = facts.at(facts.stage, dnsbl=await self._dnsbl())
         try:
-            return await self.rt.engine.decide(facts)
+            return await self.rt.engine.decide(facts, self.screened)
+        except StateUnavailable:  # logged once per outage by the state wrapper, not per message
+            text = "Policy state unavailable, try again later"
+            return tempfail("state_unavailable", text, 451, "4.3.0")
         except Exception as exc:  # a broken state backend must not crash the session
             log.exception("policy error at %s: %s", facts.stage, exc)
             return tempfail("policy_error", "Local policy error, try again later", 451, "4.3.0")
@@ -363,7 +374,7 @@ class Session(asyncio.Protocol):
         pregreet = bytes(self.pregreet) if self.pregreet else None
         facts = self.facts_at(Stage.CONNECT, pregreet=pregreet)
         self.facts = facts  # pregreet is remembered for the later stages
-        verdict = await self.decide(facts)
+        verdict = await self.decide(facts) if self.needs_policy(Stage.CONNECT) else ACCEPT
         if self.rt.on_session:
             self.rt.on_session(self.l.mx, "connect")
         if self.closed:
@@ -372,6 +383,9 @@ class Session(asyncio.Protocol):
             self.log_decision(facts, verdict, pregreet_bytes=len(pregreet or b""))
         if verdict.action in (Action.DISCONNECT, Action.REJECT, Action.TEMPFAIL):
             self.close(self.reply_of(verdict).to_bytes())
+            return
+        if self.engine.wants_close:  # the client hung up before our banner
+            self.close()
             return
         self.engine.greet(p.Reply(220, "", f"{self.l.hostname} ESMTP mxguard"))
         self.greeted = True
@@ -412,7 +426,13 @@ class Session(asyncio.Protocol):
                 self.close()
                 return
 
+    def needs_policy(self, stage: Stage) -> bool:
+        return self.rt.engine.has_checks(stage, self.l.info.role, self.screened)
+
     async def on_helo(self, ev: p.Helo) -> None:
+        if not self.needs_policy(Stage.HELO):
+            self.engine.send(p.Reply(250, "", self.l.hostname))
+            return
         facts = self.facts_at(Stage.HELO, helo=ev.name, esmtp=ev.extended)
         v = await self.decide(facts)
         if v.action is Action.ACCEPT:
@@ -427,6 +447,9 @@ class Session(asyncio.Protocol):
             self.close()
 
     async def on_mail(self, ev: p.MailFrom) -> None:
+        if not self.needs_policy(Stage.MAIL):
+            self.engine.send(p.Reply(250, "2.1.0", "Sender OK"))
+            return
         size = ev.params.get("SIZE")
         facts = self.facts_at(
             Stage.MAIL,
@@ -451,6 +474,9 @@ class Session(asyncio.Protocol):
             self.answer(v)
 
     async def on_data(self) -> None:
+        if not self.needs_policy(Stage.DATA):
+            self.engine.send(p.Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+            return
         facts = self.facts_at(Stage.DATA)
         v = await self.decide(facts)
         if v.action is Action.ACCEPT:
@@ -476,7 +502,7 @@ class Session(asyncio.Protocol):
         sender = self.engine.sender or ""
         queue_id = new_id()
         facts = self.facts_at(Stage.EOM, size=len(ev.data))
-        v = await self.decide(facts)
+        v = await self.decide(facts) if self.needs_policy(Stage.EOM) else ACCEPT
         if v.action is Action.ACCEPT:
             data = self.received_header(queue_id, recipients) + ev.data
             v = await self.sink(Message(queue_id, sender, recipients, data, facts))

@@ -1,21 +1,21 @@
 """SQLite state for one host: the embedded default.
 
 All database work runs on one dedicated thread with one connection, so the event loop never
-blocks on disk and every operation is a single serialised transaction (which is what makes
-check-and-set atomic here). WAL mode lets other processes on the host (a policyd beside the
+blocks on disk and operations are serialised (which is what makes check-and-set atomic here).
+Operations that arrive together run in one transaction, each inside its own savepoint, so a
+busy tier pays for one commit per batch rather than one per decision. WAL mode lets other processes on the host (a policyd beside the
 SMTP listener) share the file; `synchronous=NORMAL` is enough because this is policy state,
 not mail: a power cut may forget the last greylist pass, never a message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from mxguard.batching import BatchWorker
 from mxguard.state.base import GreylistResult, StateStore, StateUnavailable, greylist_transition
 
 T = TypeVar("T")
@@ -46,37 +46,52 @@ class SqliteState(StateStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mxguard-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._worker: BatchWorker[Callable[[sqlite3.Connection], Any]] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            # the wait first: switching to WAL needs a lock that a second process may hold
+            db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def job() -> T:
+    def _batch(self, jobs: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        try:
             db = self._connect()
             db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [StateUnavailable(f"sqlite {self.path}: {exc}")] * len(jobs)
+        results: list[Any] = []
+        for fn in jobs:
+            db.execute("SAVEPOINT op")
             try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
+                results.append(fn(db))
+                db.execute("RELEASE op")
+            except Exception as exc:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StateUnavailable(f"sqlite {self.path}: {exc}")
+                results.append(exc)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
-        except sqlite3.OperationalError as exc:
-            raise StateUnavailable(f"sqlite {self.path}: {exc}") from exc
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            return [StateUnavailable(f"sqlite {self.path}: {exc}")] * len(jobs)
+        return results
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._worker is None:
+            self._worker = BatchWorker("mxguard-sqlite", self._batch)
+        result: T = await self._worker.submit(fn)
+        return result
 
     async def open(self) -> None:
         """Create the file and schema now, so a bad path fails at start-up, not on first mail."""
@@ -213,10 +228,9 @@ class SqliteState(StateStore):
         return await self._run(op)
 
     async def close(self) -> None:
-        def op() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, op)
-        self._executor.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None

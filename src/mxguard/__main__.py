@@ -1,0 +1,5 @@
+"""`python -m mxguard` runs the CLI."""
+
+from mxguard.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""Pieces every sub-command shares: the --config option, one-line errors, logging set-up.
+
+They live apart from cli.py so that sub-command modules can import them without importing
+the command group (which imports the sub-commands: a cycle).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+CONFIG_HELP = "Config file (TOML). Without it, the built-in demo tier for example.test on loopback."
+
+
+def config_option(f: Any) -> Any:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        envvar="MXGUARD_CONFIG",
+        help=CONFIG_HELP,
+    )(f)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line to stderr and exit: 2 for usage/config errors, 1 for findings."""
+    err.print(f"[bold red]mxguard:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
