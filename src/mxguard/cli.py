@@ -39,7 +39,7 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         if choice == "uvloop":
             fail("server.event_loop: uvloop is not installed (pip install uvloop)")
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 @main.command()

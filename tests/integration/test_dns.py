@@ -12,7 +12,6 @@ import dns.nameserver
 import dns.resolver
 import pytest
 
-from tests.helpers.dnsserver import DnsTestServer, listing_name
 from mxguard.dns import (
     DnsListClient,
     DnsListSite,
@@ -21,6 +20,7 @@ from mxguard.dns import (
 )
 from mxguard.policy.checks.dnsbl import DnsblCheck
 from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Role, Stage
+from tests.helpers.dnsserver import DnsTestServer, listing_name
 
 BL = "bl.example.test"
 BL2 = "bl2.example.test"

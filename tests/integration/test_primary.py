@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+
 from tests.helpers.inproc import BASE, free_port, running
 
 MSG = b"From: a@sender.test\r\nTo: alice@example.test\r\nSubject: hi\r\nMessage-ID: <m1@sender.test>\r\n\r\nHello.\r\n"

@@ -17,6 +17,7 @@ import logging
 import os
 import ssl
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -201,7 +202,8 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here.
+        self.transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -218,7 +220,7 @@ class Session(asyncio.Protocol):
         self.screened = self.rt.engine.screened(self.facts)
         if self.net is None:
             # Over a cap: answer and close before any work (postscreen's "all ports busy").
-            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
+            self.transport.write(b"421 4.3.2 Too many connections, try again later\r\n")
             self.rt.events.decision(
                 self.facts,
                 Verdict(Action.DISCONNECT, 421, "4.3.2", "Too many connections", "capacity"),
@@ -533,7 +535,7 @@ class Session(asyncio.Protocol):
         if new is None:
             self.closed = True
             return
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
         self.tls = True
         self.engine.tls_started()
 
