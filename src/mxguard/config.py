@@ -45,6 +45,7 @@ class ConfigError(Exception):
 class ServerSettings:
     hostname: str = ""  # the name in the banner and Received: header; default: the MX's host
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
+    shutdown_grace: Duration = 30.0  # on SIGTERM, open sessions get this long, then 421
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,8 @@ from mxguard.state.failover import open_configured_state
 
 log = logging.getLogger("mxguard")
 
+SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, try again later\r\n"
+
 #: hooks that later features register: they may add checks, sinks per role and background tasks
 RoleSinkFactory = Callable[["Server", Any], MessageSink]
 
@@ -55,6 +59,11 @@ class Server:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     #: the recipient callout a feature provides for `recipients_source = "callout"` domains
     callout: Callout | None = None
+    #: numbers features publish for metrics and `mxguard top` (queue depth, blocklist size):
+    #: a Prometheus series name such as 'queue_messages{mx="b.example"}' -> its value now
+    gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
+    #: called with the Runtime once it is built, and again after a reload replaced parts of it
+    runtime_hooks: list[Callable[[Runtime], None]] = field(default_factory=list)
 
     def sink_for(self, mx: Any) -> MessageSink:
         factory = self.sink_factories.get(mx.role)
@@ -97,22 +106,13 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
         except Exception as exc:
             raise ConfigError(cfg.source, "state.url", f"cannot open state: {exc}") from None
     _install_features(server)
-    dnsbl = None
-    if cfg.dnsbl.sites:
-        from mxguard.dns import DnsListClient, make_resolver, parse_list_site
-
-        try:
-            resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
-        except ValueError as exc:
-            raise ConfigError(cfg.source, "dnsbl.nameservers", str(exc)) from None
-        dnsbl = DnsListClient(
-            resolver, [parse_list_site(s) for s in cfg.dnsbl.sites], timeout=cfg.dnsbl.timeout
-        )
     engine = build_engine(
         cfg, PolicyParts(server.state, server.recipients, server.callout, server.extensions)
     )
     gate = ConnectionGate(cfg.limits.max_connections, cfg.limits.max_connections_per_network)
-    server.runtime = Runtime(cfg, engine, server.events, gate, dnsbl)
+    server.runtime = Runtime(cfg, engine, server.events, gate, _dnsbl_client(cfg))
+    for hook in server.runtime_hooks:
+        hook(server.runtime)
     for mx in cfg.listeners():
         listener = Listener(mx, server.runtime, server.sink_for(mx))
         try:
@@ -132,6 +132,68 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
     server.tasks.append(asyncio.create_task(_housekeeping(server)))
 
 
+def _dnsbl_client(cfg: Config) -> Any:
+    if not cfg.dnsbl.sites:
+        return None
+    from mxguard.dns import DnsListClient, make_resolver, parse_list_site
+
+    try:
+        resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
+    except ValueError as exc:
+        raise ConfigError(cfg.source, "dnsbl.nameservers", str(exc)) from None
+    sites = [parse_list_site(s) for s in cfg.dnsbl.sites]
+    return DnsListClient(resolver, sites, timeout=cfg.dnsbl.timeout)
+
+
+#: settings read once at start-up (sockets, files, clients); a reload that changes them says so
+_START_ONLY = ("server", "delivery", "state", "log", "limits", "tls", "queue", "callout", "metrics")
+
+
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """What in `new` differs from the running config but only takes effect after a restart."""
+    # shutdown_grace is read when the stop comes, so it applies without a restart
+    new = dataclasses.replace(
+        new, server=dataclasses.replace(new.server, shutdown_grace=running.server.shutdown_grace)
+    )
+    notes = [f"[{name}]" for name in _START_ONLY if getattr(running, name) != getattr(new, name)]
+    if running.dnsbl.stage != new.dnsbl.stage:
+        notes.append("dnsbl.stage")
+    old_mx = {m.host: m for m in running.listeners()}
+    new_mx = {m.host: m for m in new.listeners()}
+    for host in sorted(old_mx.keys() | new_mx.keys()):
+        if host not in new_mx:
+            notes.append(f"mx {host} removed (still listening on {old_mx[host].listen})")
+        elif host not in old_mx:
+            notes.append(f"mx {host} added (not listening on {new_mx[host].listen} yet)")
+        elif old_mx[host].listen != new_mx[host].listen:
+            old, now = old_mx[host].listen, new_mx[host].listen
+            notes.append(f"mx {host} listen {now} (still listening on {old})")
+        elif old_mx[host] != new_mx[host]:
+            notes.append(f"mx {host} settings (role, preference, TLS or greet pause)")
+    return notes
+
+
+def reload_config(server: Server, config_path: str | None) -> list[str]:
+    """Re-read the config and swap in a new policy; open sessions go on with their sockets.
+
+    Everything is built before anything is swapped, so a bad file (ConfigError, raised) leaves
+    the running config in force. Returns what the new file changes that needs a restart.
+    """
+    assert server.runtime is not None
+    rt = server.runtime
+    new = load_config(config_path)
+    recipients = RecipientDirectory(new.domain, new.source)
+    engine = build_engine(
+        new, PolicyParts(server.state, recipients, server.callout, server.extensions)
+    )
+    dnsbl = rt.dnsbl if new.dnsbl == server.config.dnsbl else _dnsbl_client(new)
+    server.config, server.recipients = new, recipients
+    rt.engine, rt.dnsbl = engine, dnsbl
+    for hook in server.runtime_hooks:
+        hook(rt)
+    return restart_needed(rt.config, new)
+
+
 async def _housekeeping(server: Server) -> None:
     """Re-read changed recipient files; purge expired state now and then."""
     n = 0
@@ -144,12 +206,39 @@ async def _housekeeping(server: Server) -> None:
                 await server.state.purge_expired(server.runtime.clock() if server.runtime else 0)
 
 
-async def stop(server: Server) -> None:
+async def drain(server: Server, grace: float, hurry: asyncio.Event | None = None) -> int:
+    """Let open sessions finish their transaction for up to `grace` seconds (or until `hurry`).
+
+    A session waiting for its client between transactions is closed at once (no message is
+    lost that way: the client has not started one). Returns how many were still busy at the
+    deadline; `stop` closes those with 421, and their clients retry later.
+    """
+    sessions = server.runtime.sessions if server.runtime is not None else set()
+    deadline = time.monotonic() + grace
+    while sessions and time.monotonic() < deadline and not (hurry and hurry.is_set()):
+        for s in [s for s in sessions if s.idle]:
+            s.close(SHUTDOWN_REPLY)
+        await asyncio.sleep(0.05)
+    return len(sessions)
+
+
+async def stop(server: Server, grace: float = 0.0, hurry: asyncio.Event | None = None) -> None:
+    for listener in server.listeners:
+        if listener.server is not None:
+            listener.server.close()  # stop accepting now; senders try the next MX
+    busy = await drain(server, grace, hurry) if grace > 0 else 0
+    if busy:
+        log.warning("shutdown: %d sessions still busy after %.0fs; closing them", busy, grace)
+    if server.runtime is not None:
+        cut = list(server.runtime.sessions)
+        for s in cut:
+            s.close(SHUTDOWN_REPLY)
+        # a cut session may be inside a delivery; let it end before the target and state close
+        tasks = [s.task for s in cut if s.task is not None and not s.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
     for listener in server.listeners:
         await listener.stop()
-    if server.runtime is not None:
-        for s in list(server.runtime.sessions):
-            s.close(b"421 4.3.2 Service shutting down\r\n")
     for t in server.tasks:
         t.cancel()
     for t in server.tasks:
@@ -178,18 +267,33 @@ def describe(server: Server) -> list[str]:
 
 
 async def serve_forever(config_path: str | None, announce: Callable[[str], None] = print) -> int:
+    """Serve until SIGTERM/SIGINT (a second one skips the grace); SIGHUP reloads the config,
+    SIGUSR1 reopens the event log (logrotate)."""
     cfg = load_config(config_path)
     server = build_server(cfg)
     await start(server)
     loop = asyncio.get_running_loop()
+    hurry = asyncio.Event()
 
-    def reload() -> None:
-        if server.recipients.refresh(force=True):
-            announce("recipient tables reloaded")
+    def on_hup() -> None:
+        try:
+            notes = reload_config(server, config_path)
+        except ConfigError as exc:
+            log.error("config not reloaded, the running one stays in force: %s", exc)
+            return
+        except Exception as exc:  # a bug in a check's set-up must not take the server down
+            log.error("config not reloaded, the running one stays in force: %r", exc)
+            return
+        announce(f"config reloaded from {server.config.source}")
+        for note in notes:
+            announce(f"restart needed to apply: {note}")
 
-    loop.add_signal_handler(signal.SIGTERM, server.stopping.set)
-    loop.add_signal_handler(signal.SIGINT, server.stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    def on_stop() -> None:
+        (hurry if server.stopping.is_set() else server.stopping).set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGINT, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGUSR1, server.events.reopen)
     domains = ", ".join(cfg.local_domains())
     announce(f"mxguard serving {domains}; state {server.state.kind} ({cfg.state.url})")
@@ -197,6 +301,8 @@ async def serve_forever(config_path: str | None, announce: Callable[[str], None]
     for line in describe(server):
         announce(line)
     await server.stopping.wait()
-    announce("stopping")
-    await stop(server)
+    grace = server.config.server.shutdown_grace
+    announce(f"stopping: open sessions get {grace:g}s to finish")
+    await stop(server, grace, hurry)
+    announce("stopped")
     return 0

@@ -73,6 +73,9 @@ def build_engine(cfg: Config, parts: PolicyParts) -> PolicyEngine:
         g, s = ext(cfg, parts.state)
         gates += g
         screens += s
+    # A trap answers every client alike, before relay control or a recipient lookup could
+    # give a 5xx or tell valid addresses from invalid ones: such a gate says `runs_first`.
+    gates.sort(key=lambda c: not getattr(c, "runs_first", False))
     return PolicyEngine(
         gates,
         screens,

@@ -119,6 +119,9 @@ class Runtime:
     #: called with (mx host, event name) for liveness bookkeeping; optional
     on_session: Callable[[MxSettings, str], None] | None = None
     sessions: set[Session] = field(default_factory=set)
+    #: called with (session, "open") once a session is admitted and (session, "close") when
+    #: it ends; metrics time sessions with it
+    observers: list[Callable[[Session, str], None]] = field(default_factory=list)
 
 
 class Listener:
@@ -198,6 +201,7 @@ class Session(asyncio.Protocol):
         self.tls = False
         self.paused = False
         self.screened = True
+        self.opened = time.monotonic()
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -235,6 +239,8 @@ class Session(asyncio.Protocol):
         self.session_deadline = mono + lim.session_timeout
         self.deadline = mono + self.l.greet_pause + lim.greeting_timeout
         self.rt.sessions.add(self)
+        for observe in self.rt.observers:
+            observe(self, "open")
         if self.rt.dnsbl is not None and self.screened:
             self.dnsbl_task = asyncio.ensure_future(self.rt.dnsbl.lookup(ip))
         self.task = asyncio.ensure_future(self.run())
@@ -265,7 +271,10 @@ class Session(asyncio.Protocol):
         if self.net is not None:
             self.rt.gate.leave(self.net)
             self.net = None
-        self.rt.sessions.discard(self)
+        if self in self.rt.sessions:
+            self.rt.sessions.discard(self)
+            for observe in self.rt.observers:
+                observe(self, "close")
         if self.dnsbl_task is not None and not self.dnsbl_task.done():
             self.dnsbl_task.cancel()
 
@@ -300,6 +309,18 @@ class Session(asyncio.Protocol):
         self.closed = True
         self.transport.close()
         self._wake()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for the client outside a transaction: closing now loses no message."""
+        w = self.waiter
+        return (
+            w is not None
+            and not w.done()
+            and not self.engine.in_data
+            and self.engine.sender is None
+            and not self.engine.recipients
+        )
 
     def timed_out(self, now: float) -> bool:
         return not self.closed and (now > self.deadline or now > self.session_deadline)

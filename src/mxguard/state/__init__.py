@@ -7,8 +7,11 @@ from urllib.parse import urlparse
 from mxguard.state.base import StateStore, StateUnavailable
 
 
-def open_state(url: str) -> StateStore:
-    """Build the backend named by `url`: memory://, sqlite:///path, redis://..."""
+def open_state(url: str, key_prefix: str = "mxg") -> StateStore:
+    """Build the backend named by `url`: memory://, sqlite:///path, redis://...
+
+    `key_prefix` separates deployments that share one Redis; local backends ignore it.
+    """
     parsed = urlparse(url)
     if parsed.scheme == "memory":
         from mxguard.state.memory import MemoryState
@@ -22,9 +25,9 @@ def open_state(url: str) -> StateStore:
             raise ValueError("a sqlite URL has three slashes: sqlite:///relative or sqlite:////abs")
         return SqliteState(url[len("sqlite:///") :] or ":memory:")
     if parsed.scheme in ("redis", "rediss", "unix", "redis+sentinel"):
-        from mxguard.state.redis import RedisState  # type: ignore[import-not-found,unused-ignore]
+        from mxguard.state.redis import RedisState
 
-        return RedisState(url)  # type: ignore[no-any-return,unused-ignore]
+        return RedisState(url, key_prefix)
     raise ValueError(
         f"unknown state URL scheme {parsed.scheme!r} (use sqlite:///, redis://, memory://)"
     )

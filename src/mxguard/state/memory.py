@@ -42,7 +42,10 @@ class MemoryState(StateStore):
         return True
 
     async def delete(self, key: str) -> bool:
-        return self._kv.pop(key, None) is not None or self._hashes.pop(key, None) is not None
+        # both, as SQLite and Redis do: `or` would keep the hash when an entry was found
+        found_entry = self._kv.pop(key, None) is not None
+        found_hash = self._hashes.pop(key, None) is not None
+        return found_entry or found_hash
 
     async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
         item = self._kv.get(key)

@@ -1,1 +1,1 @@
-"""logs/render"""
+"""Renderers: each takes the report dict and returns text (or prints, for rich)."""

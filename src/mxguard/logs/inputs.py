@@ -1,0 +1,104 @@
+"""Opening inputs (plain, .gz, .bz2, .xz, or ``-`` for stdin) and cutting them into
+blocks of whole lines for the workers.
+
+Compression is recognised by magic bytes, not by name, so rotated files such as
+``mail.log.2`` that happen to be gzipped still work.  Progress is measured on the
+raw (compressed) bytes, the only size known in advance.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+BLOCK_SIZE = 1024 * 1024
+
+
+class InputError(Exception):
+    """A problem with an input file, reported as one line and exit status 2."""
+
+
+class Source:
+    """An opened input: a byte stream of log text, and where the raw reading is."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.raw: BinaryIO
+        if path == "-":
+            self.raw = sys.stdin.buffer
+            self.size = 0
+        else:
+            try:
+                self.raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+                self.size = os.fstat(self.raw.fileno()).st_size
+            except FileNotFoundError:
+                raise InputError(f"{path}: no such file") from None
+            except IsADirectoryError:
+                raise InputError(f"{path}: is a directory") from None
+            except PermissionError:
+                raise InputError(f"{path}: permission denied") from None
+            except OSError as e:
+                raise InputError(f"{path}: {e.strerror or e}") from None
+        head = self._peek()
+        self.stream: BinaryIO
+        if head.startswith(b"\x1f\x8b"):
+            self.stream = gzip.GzipFile(fileobj=self.raw, mode="rb")  # type: ignore[assignment]
+            self.compression = "gzip"
+        elif head.startswith(b"BZh"):
+            self.stream = bz2.BZ2File(self.raw, "rb")  # type: ignore[assignment]
+            self.compression = "bzip2"
+        elif head.startswith(b"\xfd7zXZ\x00"):
+            self.stream = lzma.LZMAFile(self.raw, "rb")  # type: ignore[assignment]  # noqa: SIM115
+            self.compression = "xz"
+        else:
+            self.stream = self.raw
+            self.compression = "none"
+
+    def _peek(self) -> bytes:
+        peek = getattr(self.raw, "peek", None)
+        if peek is not None:
+            return bytes(peek(6)[:6])
+        pos = self.raw.tell()
+        head = self.raw.read(6)
+        self.raw.seek(pos)
+        return head
+
+    def position(self) -> int:
+        try:
+            return self.raw.tell() if self.path != "-" else 0
+        except (OSError, ValueError):
+            return 0
+
+    def blocks(self, size: int = BLOCK_SIZE) -> Iterator[bytes]:
+        """Blocks ending on a line boundary (the last one may lack its newline)."""
+        carry = b""
+        read = self.stream.read
+        while True:
+            try:
+                chunk = read(size)
+            except (OSError, EOFError, lzma.LZMAError) as e:
+                raise InputError(f"{self.path}: cannot read ({e})") from None
+            if not chunk:
+                break
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                carry += chunk
+                if len(carry) > 64 * size:
+                    raise InputError(f"{self.path}: no line breaks; not a text log")
+                continue
+            yield carry + chunk[: cut + 1]
+            carry = chunk[cut + 1 :]
+        if carry:
+            yield carry
+
+    def close(self) -> None:
+        if self.path != "-":
+            try:
+                self.stream.close()
+            finally:
+                self.raw.close()

@@ -1,0 +1,120 @@
+"""Parser worker processes: a lean child interpreter fed blocks over a pipe.
+
+``multiprocessing`` would add a fork server and a resource tracker (two more
+interpreters) and load the parent's modules; on a 2-core box the memory budget is
+tight, so each worker is ``python -S`` importing only the parsers, reading
+length-prefixed blocks on stdin and writing pickled results on stdout.  One block is
+outstanding per worker at a time, so neither side can block the other on a full pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+_LEN = struct.Struct("<Q")
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            raise EOFError
+        got += k
+    return bytes(buf)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.write(fd, view)
+        view = view[k:]
+
+
+def main() -> None:
+    """Worker side: parse blocks until a zero-length block or end of input."""
+    from mxguard.logs.blocks import parse_block
+
+    stdin = sys.stdin.buffer  # read(n) fills one new bytes object: no extra copy
+    while True:
+        head = stdin.read(_LEN.size)
+        if len(head) < _LEN.size:
+            return
+        (n,) = _LEN.unpack(head)
+        if n == 0:
+            return
+        data = stdin.read(n)
+        if len(data) < n:
+            return
+        res = parse_block(data)
+        del data
+        out = pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL)
+        del res
+        _write_all(1, _LEN.pack(len(out)) + out)
+
+
+class Worker:
+    """Parent side of one worker process."""
+
+    def __init__(self) -> None:
+        src = str(Path(__file__).resolve().parents[2])
+        code = (
+            f"import sys; sys.path.insert(0, {src!r}); from mxguard.logs.worker import main; main()"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", "-B", "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in = self.proc.stdin.fileno()
+        self._out = self.proc.stdout.fileno()
+        self.busy = False
+
+    def send(self, block: bytes) -> None:
+        header = _LEN.pack(len(block))
+        sent = os.writev(self._in, [header, block])
+        if sent < len(header):
+            _write_all(self._in, header[sent:])
+            sent = len(header)
+        _write_all(self._in, memoryview(block)[sent - len(header) :])  # type: ignore[arg-type]
+        self.busy = True
+
+    def receive(self) -> object:
+        try:
+            (n,) = _LEN.unpack(_read_exact(self._out, _LEN.size))
+            data = _read_exact(self._out, n)
+        except EOFError:
+            raise RuntimeError(f"parser worker exited with status {self.proc.wait()}") from None
+        self.busy = False
+        return pickle.loads(data)
+
+    def close(self) -> None:
+        try:
+            _write_all(self._in, _LEN.pack(0))
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+if __name__ == "__main__":
+    main()
