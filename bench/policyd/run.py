@@ -1,0 +1,253 @@
+"""mxguard policyd (SQLite state) against Debian's postgrey: one request sequence, one run.
+
+The sequence is what a greylisting policy server sees: first sights of new triplets (defer),
+early retries (defer), retries after the delay (pass, the first one with a PREPEND), and
+repeats of passed triplets (pass). It is sent twice per server and connection count, phase 1,
+a pause longer than the delay, then phase 2; only the two phases are timed. Each triplet keeps
+to one connection, so its order is the same for both servers and their decisions must match.
+
+    .venv/bin/python bench/policyd/run.py            # N=20000, 1 and 8 connections
+    .venv/bin/python bench/policyd/run.py --n 4000 --connections 1
+
+Traffic stays on 127.0.0.1; the addresses inside the requests are only data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+POSTGREY = "/usr/sbin/postgrey"
+RECIPIENTS = [f"{name}@example.test" for name in ("alice", "bob", "carol", "dave", "erin")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def letters(n: int) -> str:
+    """Digits would be folded by postgrey (user1@ == user2@), so senders differ in letters."""
+    out = ""
+    n += 26 * 26
+    while n:
+        n, r = divmod(n, 26)
+        out += chr(ord("a") + r)
+    return out
+
+
+@dataclass(frozen=True)
+class Request:
+    triplet: int
+    phase: int
+
+    def encode(self) -> bytes:
+        t = self.triplet
+        return (
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+            f"client_address=10.{(t >> 8) & 255}.{t & 255}.7\nclient_name=unknown\n"
+            f"client_port={20000 + t % 30000}\nhelo_name=mail.{letters(t)}.example\n"
+            f"sender={letters(t)}@{letters(t // 7)}.example\n"
+            f"recipient={RECIPIENTS[t % len(RECIPIENTS)]}\n"
+            f"instance={t:x}.{self.phase}\nserver_address=127.0.0.1\nserver_port=25\n"
+            "queue_id=\nsize=0\nrecipient_count=0\n\n"
+        ).encode()
+
+
+def sequence(n: int, seed: int = 5) -> tuple[list[Request], list[Request]]:
+    """Phase 1: 70 % new triplets, 30 % early retries. Phase 2: 45 % first retries after the
+    delay, 25 % repeats of passed ones, 30 % new."""
+    rng = random.Random(seed)
+    half = n // 2
+    phase1: list[Request] = []
+    seen: list[int] = []
+    next_id = 0
+    for _ in range(half):
+        if seen and rng.random() < 0.30:
+            # an early retry, a few requests later: well inside the delay at any speed
+            phase1.append(Request(rng.choice(seen[-20:]), 1))
+        else:
+            seen.append(next_id)
+            phase1.append(Request(next_id, 1))
+            next_id += 1
+    waiting = seen[:]
+    rng.shuffle(waiting)
+    passed: list[int] = []
+    phase2: list[Request] = []
+    for _ in range(n - half):
+        r = rng.random()
+        if r < 0.45 and waiting:
+            t = waiting.pop()
+            passed.append(t)
+        elif r < 0.70 and passed:
+            t = rng.choice(passed)
+        else:
+            t = next_id
+            next_id += 1
+        phase2.append(Request(t, 2))
+    return phase1, phase2
+
+
+def is_defer(action: str) -> bool:
+    return action.upper().startswith(("DEFER", "450", "451", "4"))
+
+
+async def drive(port: int, requests: list[Request], connections: int) -> tuple[float, list[str]]:
+    """Send `requests` over `connections` persistent connections; one outstanding each."""
+    lanes: list[list[int]] = [[] for _ in range(connections)]
+    for i, req in enumerate(requests):
+        lanes[req.triplet % connections].append(i)
+    answers = [""] * len(requests)
+    payload = [r.encode() for r in requests]
+
+    async def lane(indexes: list[int]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in indexes:
+                writer.write(payload[i])
+                reply = await reader.readuntil(b"\n\n")
+                answers[i] = reply.decode().strip().removeprefix("action=")
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane(ix) for ix in lanes if ix))
+    return time.perf_counter() - start, answers
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_postgrey(tmp: Path, delay: int) -> tuple[subprocess.Popen[bytes], int]:
+    dbdir = tmp / "postgrey"
+    dbdir.mkdir()
+    shutil.chown(dbdir, "postgrey", "postgrey")  # it drops to user postgrey when run as root
+    port = free_port()
+    proc = subprocess.Popen(
+        [POSTGREY, f"--inet=127.0.0.1:{port}", f"--dbdir={dbdir}", f"--delay={delay}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc, port
+
+
+def start_mxguard(tmp: Path, delay: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    config = tmp / "mxguard.toml"
+    config.write_text(
+        f"""
+[[domain]]
+name = "example.test"
+recipients = {RECIPIENTS!r}
+
+[state]
+url = "sqlite:///{tmp}/state.db"
+
+[log]
+events = "{tmp}/events.jsonl"
+level = "warning"
+
+[greylist]
+roles = ["primary"]
+delay = {delay}
+
+[policyd]
+listen = "127.0.0.1:{port}"
+
+[[mx]]
+host = "mx.example.test"
+role = "primary"
+preference = 10
+listen = "127.0.0.1:25"
+""".replace("'", '"')
+    )
+    mxguard = Path(sys.executable).parent / "mxguard"
+    proc = subprocess.Popen(
+        [str(mxguard), "policyd", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc, port
+
+
+async def run_one(name: str, n: int, connections: int, delay: int) -> tuple[float, list[str]]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"mxg-bench-policyd-{name}-"))
+    os.chmod(tmp, 0o755)
+    starter = start_postgrey if name == "postgrey" else start_mxguard
+    proc, port = starter(tmp, delay)
+    try:
+        phase1, phase2 = sequence(n)
+        t1, a1 = await drive(port, phase1, connections)
+        await asyncio.sleep(delay + 1.5)
+        t2, a2 = await drive(port, phase2, connections)
+        return t1 + t2, a1 + a2
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--connections", default="1,8")
+    ap.add_argument("--delay", type=int, default=3, help="greylist delay, seconds (both servers)")
+    args = ap.parse_args()
+    if not os.path.exists(POSTGREY):
+        print("postgrey is not installed (apt-get install postgrey)", file=sys.stderr)
+        return 2
+    print(f"N={args.n} requests, greylist delay {args.delay}s, SQLite state for mxguard")
+    print(f"{'conns':>5} {'postgrey req/s':>15} {'mxguard req/s':>14} {'ratio':>6} {'defer':>6} "
+          f"{'pass':>6} {'mismatch':>8}")  # fmt: skip
+    worst = 0
+    for c in (int(x) for x in args.connections.split(",")):
+        pg_time, pg = await run_one("postgrey", args.n, c, args.delay)
+        mx_time, mx = await run_one("mxguard", args.n, c, args.delay)
+        pg_rate, mx_rate = args.n / pg_time, args.n / mx_time
+        mismatch = [
+            i for i, (a, b) in enumerate(zip(pg, mx, strict=True)) if is_defer(a) != is_defer(b)
+        ]
+        defers = sum(is_defer(a) for a in mx)
+        print(f"{c:>5} {pg_rate:>15,.0f} {mx_rate:>14,.0f} {mx_rate / pg_rate:>5.1f}x "
+              f"{defers:>6} {args.n - defers:>6} {len(mismatch):>8}")  # fmt: skip
+        for i in mismatch[:5]:
+            print(f"      #{i}: postgrey {pg[i]!r} / mxguard {mx[i]!r}")
+        worst = max(worst, 1 if mismatch else 0)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,55 @@
+"""`mxguard policyd`: run the Postfix policy server from the same config as `serve`.
+
+The option is declared here rather than imported from `mxguard.cli`, because `mxguard.cli`
+imports this module while it is still loading (sub-command registration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+
+@click.command("policyd")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="MXGUARD_CONFIG",
+    help="Config file (TOML); [policyd].listen says where to listen.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Overrides [log].level.",
+)
+def policyd(config_path: str | None, log_level: str | None) -> None:
+    """Answer Postfix's check_policy_service with mxguard's policy and shared state.
+
+    \b
+    main.cf:  smtpd_recipient_restrictions = ..., reject_unauth_destination,
+                  check_policy_service inet:127.0.0.1:10023
+    """
+    from mxguard.cliutil import fail, setup_logging
+    from mxguard.config import ConfigError, load_config
+    from mxguard.policyd.server import run_forever
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    setup_logging(log_level or cfg.log.level)
+    try:
+        code = asyncio.run(run_forever(cfg, lambda line: print(line, flush=True)))
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,579 @@
+"""The Postfix policy server: the same engine, state and checks as `serve`, behind Postfix.
+
+Three layers, thinnest last:
+
+- `PolicyService` turns one request into facts, asks the engine (running the stages Postfix
+  skipped, see `mapping.EARLIER`), renders the verdict and logs it. It keeps what the SMTP
+  listener would know from the session itself: the recipients accepted so far and the
+  verdicts of earlier stages, per Postfix `instance` (one message) and per SMTP session.
+- `PolicyConnection` is the asyncio protocol: it frames with the pure parser and answers one
+  request at a time, in order, only after the empty line; on a protocol error or a bug it
+  closes without a word, which Postfix turns into its own 451 4.3.5 and a retry.
+- `PolicyDaemon` builds all of it from the config through `serve.build_server` and the feature
+  installers, so greylisting, the walk check and whatever comes next apply here unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Protocol
+
+from mxguard import __version__
+from mxguard.config import Config, ConfigError, parse_hostport
+from mxguard.events import EventLog
+from mxguard.policy.build import Extension, PolicyParts, build_engine
+from mxguard.policy.checks.recipients import Callout
+from mxguard.policy.engine import PolicyEngine
+from mxguard.policy.facts import DnsListAnswer, Facts, IPAddress, Stage
+from mxguard.policy.verdict import ACCEPT, Action, Verdict
+from mxguard.policyd import protocol
+from mxguard.policyd.guard import NOTES, ObservedState, guard_engine
+from mxguard.policyd.mapping import (
+    EARLIER,
+    SESSION_STAGES,
+    STAGES,
+    BadRequest,
+    Receiver,
+    RoleMap,
+    number,
+    optional_name,
+    parse_client,
+)
+from mxguard.recipients import RecipientDirectory
+from mxguard.state.base import StateStore
+
+log = logging.getLogger("mxguard.policyd")
+
+#: features that belong to an MTA, not beside one: Postfix has its own queue, so the backup's
+#: spool, forwarder and spool-full gate would only tempfail mail that Postfix can take
+SERVE_ONLY_FEATURES = frozenset({"mxguard.queue.feature"})
+
+#: requests one connection may queue before we stop reading it (Postfix sends one at a time)
+MAX_PENDING = 64
+
+
+class DnsLookup(Protocol):
+    """What the service needs of `mxguard.dns.DnsListClient` (a fake in tests)."""
+
+    async def lookup(self, ip: Any) -> tuple[DnsListAnswer, ...]: ...
+
+
+@dataclass
+class SessionState:
+    """What one SMTP session at Postfix has told us so far (a policy connection sees them in turn)."""
+
+    key: tuple[str, str, str, str]
+    session_id: str
+    receiver: Receiver
+    done: set[Stage] = field(default_factory=set)
+    blocked: Verdict | None = None  # a final connect/helo verdict holds for the whole session
+    dnsbl: asyncio.Task[tuple[DnsListAnswer, ...]] | None = None
+    # the current message, tied by Postfix's `instance`
+    instance: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    message_done: set[Stage] = field(default_factory=set)
+    message_blocked: Verdict | None = None
+    prepended: bool = False
+
+    def new_message(self, instance: str) -> None:
+        self.instance = instance
+        self.recipients = []
+        self.message_done = set()
+        self.message_blocked = None
+        self.prepended = False
+
+    def cancel(self) -> None:
+        if self.dnsbl is not None and not self.dnsbl.done():
+            self.dnsbl.cancel()
+
+
+@dataclass
+class ConnectionState:
+    """Per policy connection: one smtpd process, so one SMTP session at a time."""
+
+    session: SessionState | None = None
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.cancel()
+            self.session = None
+
+
+_ids = itertools.count(1)
+_PID = os.getpid()
+
+
+def _session_id() -> str:
+    """Unique per process and start time, for the event log's `session` field."""
+    return f"P{_PID:x}.{int(time.time()):x}.{next(_ids):x}"
+
+
+class PolicyService:
+    """One request in, one action out; the I/O-free part of the server except for the engine."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        engine: PolicyEngine,
+        events: EventLog,
+        roles: RoleMap | None = None,
+        dnsbl: DnsLookup | None = None,
+        clock: Callable[[], float] = time.time,
+        on_session: Callable[[Any, str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.events = events
+        self.roles = roles or RoleMap(cfg)
+        self.dnsbl = dnsbl
+        self.clock = clock
+        self.on_session = on_session
+        self.prepend = cfg.policyd.prepend_header
+        self.hostname = cfg.server.hostname
+        self.requests = 0
+        self.decisions: collections.Counter[str] = collections.Counter()
+
+    def _session(self, conn: ConnectionState, attrs: dict[str, str], ip: IPAddress) -> SessionState:
+        key = (
+            attrs.get("client_address", ""),
+            attrs.get("client_port", ""),
+            attrs.get("server_address", ""),
+            attrs.get("server_port", ""),
+        )
+        s = conn.session
+        if s is None or s.key != key:
+            conn.close()
+            receiver = self.roles.lookup(key[2], key[3])
+            s = SessionState(key, _session_id(), receiver)
+            if self.dnsbl is not None and not self.engine.is_trusted(ip):
+                s.dnsbl = asyncio.ensure_future(self.dnsbl.lookup(ip))
+            conn.session = s
+            if self.on_session is not None and receiver.settings is not None:
+                self.on_session(receiver.settings, "connect")
+        instance = attrs.get("instance", "")
+        if s.instance != instance:
+            s.new_message(instance)
+        return s
+
+    async def handle(self, request: protocol.PolicyRequest, conn: ConnectionState) -> bytes:
+        """The reply bytes; BadRequest for a request that cannot be judged."""
+        self.requests += 1
+        attrs = request.attrs
+        stage = STAGES.get(attrs.get("protocol_state", "").upper())
+        if stage is None:  # VRFY, ETRN: nothing of ours to say
+            return protocol.render("DUNNO")
+        ip = parse_client(attrs.get("client_address", ""))
+        s = self._session(conn, attrs, ip)
+        facts = self._facts(stage, attrs, ip, s)
+        notes: dict[str, Any] = {}
+        token = NOTES.set(notes)
+        try:
+            verdict, decided_at = await self._decide(facts, s)
+        finally:
+            NOTES.reset(token)
+        prepend = None
+        if (
+            self.prepend
+            and verdict.action is Action.ACCEPT
+            and "greylist_passed" in notes
+            and stage is not Stage.EOM  # too late to add a header (access(5))
+            and not s.prepended
+        ):
+            s.prepended = True
+            prepend = self._greylist_header(notes["greylist_passed"], facts.now)
+        action = protocol.action_for(verdict, prepend, facts.recipient or facts.sender)
+        if stage is Stage.RCPT and verdict.action is Action.ACCEPT and facts.recipient:
+            s.recipients.append(facts.recipient)
+        self.decisions[verdict.reason] += 1
+        if stage in (Stage.RCPT, Stage.EOM) or verdict.action is not Action.ACCEPT:
+            extra: dict[str, Any] = {"frontend": "policyd", "postfix_action": action}
+            if decided_at is not stage:
+                extra["decided_at"] = decided_at.value
+            if "state_error" in notes:
+                extra["state_error"] = notes["state_error"]
+            if attrs.get("instance"):
+                extra["instance"] = attrs["instance"]
+            logged = facts if decided_at is stage else facts.at(decided_at)
+            self.events.decision(logged, verdict, queue_id=attrs.get("queue_id") or None, **extra)
+        return protocol.render(action)
+
+    def _facts(self, stage: Stage, attrs: dict[str, str], ip: IPAddress, s: SessionState) -> Facts:
+        recipient = attrs.get("recipient") or None
+        if stage is Stage.RCPT:
+            recipients = tuple(s.recipients)
+        elif stage in (Stage.DATA, Stage.EOM):
+            # Postfix names the recipient here only when there is exactly one.
+            recipients = tuple(s.recipients) or ((recipient,) if recipient else ())
+        else:
+            recipients = ()
+        extra = {
+            k: attrs[k]
+            for k in ("sasl_username", "queue_id", "reverse_client_name")
+            if attrs.get(k)
+        }
+        return Facts(
+            stage=stage,
+            now=self.clock(),
+            client_ip=ip,
+            mx=s.receiver.info,
+            session_id=s.session_id,
+            client_name=optional_name(attrs.get("client_name", "")),
+            helo=attrs.get("helo_name") or None,
+            esmtp=attrs.get("protocol_name", "").upper() == "ESMTP",
+            tls=bool(attrs.get("encryption_protocol")),
+            # An empty sender is the null sender once MAIL FROM was given, "unknown" before.
+            sender=attrs.get("sender", "") if stage not in SESSION_STAGES else None,
+            recipient=recipient if stage is not Stage.MAIL else None,
+            recipients=recipients,
+            size=number(attrs.get("size", "")),
+            trusted_peer=self.engine.is_trusted(ip),
+            extra=extra,
+        )
+
+    async def _dnsbl_answers(self, s: SessionState) -> tuple[DnsListAnswer, ...] | None:
+        if s.dnsbl is None:
+            return None
+        try:
+            return await s.dnsbl
+        except Exception as exc:  # "unknown" is an answer; a lookup failure never costs mail
+            log.warning("DNSBL lookup failed: %s", exc)
+            return None
+
+    async def _decide(self, facts: Facts, s: SessionState) -> tuple[Verdict, Stage]:
+        """The verdict and the stage it was reached at, running the stages Postfix skipped."""
+        if s.blocked is not None:
+            return s.blocked, Stage.CONNECT
+        if s.message_blocked is not None and facts.stage is not Stage.MAIL:
+            return s.message_blocked, Stage.MAIL
+        screened = self.engine.screened(facts)
+        role = facts.mx.role
+        for earlier in (*EARLIER[facts.stage], facts.stage):
+            per_session = earlier in SESSION_STAGES
+            done = s.done if per_session else s.message_done
+            if earlier is not facts.stage and earlier in done:
+                continue
+            if earlier is Stage.HELO and earlier is not facts.stage and not facts.helo:
+                continue  # Postfix does not know a HELO yet; judge it when it comes
+            done.add(earlier)
+            if not self.engine.has_checks(earlier, role, screened):
+                continue  # nothing looks at this stage: skip building its facts
+            at = self._facts_at(facts, earlier)
+            if earlier in (Stage.CONNECT, Stage.RCPT) and s.dnsbl is not None:
+                at = at.at(earlier, dnsbl=await self._dnsbl_answers(s))
+            verdict = await self.engine.decide(at, screened)
+            if verdict.is_final:
+                if per_session:
+                    s.blocked = verdict
+                elif earlier is Stage.MAIL:
+                    s.message_blocked = verdict
+                return verdict, earlier
+        return ACCEPT, facts.stage
+
+    @staticmethod
+    def _facts_at(facts: Facts, stage: Stage) -> Facts:
+        if stage is facts.stage:
+            return facts
+        if stage is Stage.CONNECT:
+            return facts.at(stage, helo=None, sender=None, recipient=None, recipients=())
+        if stage is Stage.HELO:
+            return facts.at(stage, sender=None, recipient=None, recipients=())
+        return facts.at(stage, recipient=None, recipients=())  # MAIL
+
+    def _greylist_header(self, delayed: float, now: float) -> str:
+        host = f" at {self.hostname}" if self.hostname else ""
+        return (
+            f"X-Greylist: delayed {int(delayed)} seconds by mxguard-{__version__}{host}; "
+            f"{formatdate(now)}"
+        )
+
+
+def build_service(
+    cfg: Config,
+    state: StateStore,
+    recipients: RecipientDirectory,
+    events: EventLog,
+    extensions: Iterable[Extension] = (),
+    dnsbl: DnsLookup | None = None,
+    clock: Callable[[], float] = time.time,
+    callout: Callout | None = None,
+) -> PolicyService:
+    """The engine `serve` would build, with each check guarded for state errors."""
+    parts = PolicyParts(ObservedState(state), recipients, callout, list(extensions))
+    engine = guard_engine(build_engine(cfg, parts), cfg.policyd.on_state_error)
+    return PolicyService(cfg, engine, events, RoleMap(cfg), dnsbl, clock)
+
+
+class PolicyConnection(asyncio.Protocol):
+    """One Postfix smtpd process's connection: requests in order, one reply each."""
+
+    def __init__(self, daemon: PolicyDaemon) -> None:
+        self.daemon = daemon
+        self.service = daemon.service
+        self.parser = protocol.PolicyParser()
+        self.state = ConnectionState()
+        self.pending: collections.deque[protocol.Event] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.closed = False
+        self.paused = False
+        self.peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = str(transport.get_extra_info("peername") or "unix")
+        self.daemon.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        events = self.parser.feed(data)
+        if not events:
+            return
+        self.pending.extend(events)
+        if len(self.pending) > MAX_PENDING and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._work())
+
+    def eof_received(self) -> bool | None:
+        return None  # close once the pending requests are answered (the worker holds the task)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.close()
+        self.daemon.connections.discard(self)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+            self.state.close()
+
+    async def _work(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                event = self.pending.popleft()
+                if isinstance(event, protocol.ProtocolError):
+                    log.warning("policyd: %s: %s; closing without a reply", self.peer, event.reason)
+                    self.close()
+                    return
+                try:
+                    reply = await self.service.handle(event, self.state)
+                except BadRequest as exc:
+                    log.warning("policyd: %s: %s; closing without a reply", self.peer, exc)
+                    self.close()
+                    return
+                except Exception:
+                    log.exception("policyd: internal error; closing without a reply")
+                    self.close()
+                    return
+                if self.closed or self.transport is None:
+                    return
+                self.transport.write(reply)
+                if self.paused and len(self.pending) < MAX_PENDING // 2:
+                    self.paused = False
+                    self.transport.resume_reading()
+        finally:
+            self.worker = None
+
+
+class PolicyDaemon:
+    """The running server: state, engine, the listening socket, housekeeping."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.connections: set[PolicyConnection] = set()
+        self.server: asyncio.Server | None = None
+        self.unix_path: Path | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.stopping = asyncio.Event()
+        self._built: Any = None  # the serve.Server whose parts we use
+        self.service: PolicyService
+
+    async def start(self) -> None:
+        from mxguard import features
+        from mxguard.serve import build_server
+        from mxguard.smtp.listener import ConnectionGate, Runtime
+
+        cfg = self.cfg
+        server = build_server(cfg)
+        self._built = server
+        open_fn = getattr(server.state, "open", None)
+        if open_fn is not None:
+            try:
+                await open_fn()
+            except Exception as exc:
+                raise ConfigError(cfg.source, "state.url", f"cannot open state: {exc}") from None
+        for module, attr in features.FEATURES:
+            if module in SERVE_ONLY_FEATURES:
+                continue
+            install = features.optional(module, attr)
+            if install is not None:
+                install(server)
+        dnsbl = self._dnsbl_client()
+        self.service = build_service(
+            cfg,
+            server.state,
+            server.recipients,
+            server.events,
+            server.extensions,
+            dnsbl,
+            callout=getattr(server, "callout", None),
+        )
+        # A Runtime like serve's, so features that look for `server.runtime` find one.
+        gate = ConnectionGate(cfg.limits.max_connections, cfg.limits.max_connections_per_network)
+        runtime = Runtime(cfg, self.service.engine, server.events, gate, dnsbl)
+        server.runtime = runtime
+
+        def on_session(mx: Any, event: str) -> None:
+            if runtime.on_session is not None:
+                runtime.on_session(mx, event)
+
+        self.service.on_session = on_session
+        self.service.clock = runtime.clock
+        try:
+            await self._listen()
+        except (OSError, ValueError) as exc:
+            await self._release()
+            raise ConfigError(
+                cfg.source, "policyd.listen", f"cannot listen on {cfg.policyd.listen}: {exc}"
+            ) from None
+        self.tasks.append(asyncio.create_task(self._housekeeping()))
+        flush = getattr(server.events, "flush_periodically", None)  # a buffered event log
+        if flush is not None:
+            self.tasks.append(asyncio.create_task(flush()))
+
+    def _dnsbl_client(self) -> Any:
+        cfg = self.cfg
+        if not cfg.dnsbl.sites:
+            return None
+        from mxguard.dns import DnsListClient, make_resolver, parse_list_site
+
+        try:
+            resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
+        except ValueError as exc:
+            raise ConfigError(cfg.source, "dnsbl.nameservers", str(exc)) from None
+        sites = [parse_list_site(s) for s in cfg.dnsbl.sites]
+        return DnsListClient(resolver, sites, timeout=cfg.dnsbl.timeout)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        listen = self.cfg.policyd.listen.strip()
+        if listen.startswith("unix:"):
+            listen = listen[5:]
+        if "/" in listen:
+            path = Path(listen)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()  # a stale socket from a previous run
+            self.server = await loop.create_unix_server(lambda: PolicyConnection(self), str(path))
+            # smtpd runs as the mail_owner user, not as whoever started us
+            os.chmod(path, 0o666)
+            self.unix_path = path
+            return
+        host, port = parse_hostport(listen, 10023)
+        self.server = await loop.create_server(
+            lambda: PolicyConnection(self), host.strip("[]"), port, reuse_address=True, backlog=512
+        )
+
+    def bound(self) -> list[str]:
+        """Where we listen, as Postfix's check_policy_service wants it written."""
+        if self.server is None:
+            return []
+        if self.unix_path is not None:
+            return [f"unix:{self.unix_path}"]
+        out = []
+        for sock in self.server.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append(f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}")
+        return out
+
+    async def _housekeeping(self) -> None:
+        """Re-read changed recipient files; purge expired state now and then (as `serve` does)."""
+        server = self._built
+        n = 0
+        while True:
+            await asyncio.sleep(1.0)
+            server.recipients.refresh()
+            n += 1
+            if n % 300 == 0:
+                with contextlib.suppress(Exception):
+                    await server.state.purge_expired(time.time())
+
+    def reload(self) -> bool:
+        return bool(self._built is not None and self._built.recipients.refresh(force=True))
+
+    def reopen_log(self) -> None:
+        if self._built is not None:
+            self._built.events.reopen()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5.0)
+        if self.unix_path is not None:
+            with contextlib.suppress(OSError):
+                self.unix_path.unlink()
+        await self._release()
+
+    async def _release(self) -> None:
+        server = self._built
+        for t in [*self.tasks, *(server.tasks if server is not None else [])]:
+            t.cancel()
+        for t in [*self.tasks, *(server.tasks if server is not None else [])]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.tasks = []
+        if server is None:
+            return
+        for closer in server.closers:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+        await server.target.close()
+        await server.state.close()
+        server.events.close()
+        self._built = None
+
+
+async def run_forever(cfg: Config, announce: Callable[[str], None] = print) -> int:
+    """`mxguard policyd`: serve until SIGTERM or SIGINT; SIGHUP re-reads recipients."""
+    import signal
+
+    daemon = PolicyDaemon(cfg)
+    await daemon.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)
+
+    def reload() -> None:
+        if daemon.reload():
+            announce("recipient tables reloaded")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, daemon.reopen_log)
+    announce(
+        f"mxguard policyd for {', '.join(cfg.local_domains())}; state {cfg.state.url}; "
+        f"events {cfg.log.events}"
+    )
+    for where in daemon.bound():
+        announce(f"policyd listening on {where}")
+    await daemon.stopping.wait()
+    announce("stopping")
+    await daemon.stop()
+    return 0
