@@ -158,6 +158,8 @@ def restart_needed(running: Config, new: Config) -> list[str]:
     notes = [f"[{name}]" for name in _START_ONLY if getattr(running, name) != getattr(new, name)]
     if running.dnsbl.stage != new.dnsbl.stage:
         notes.append("dnsbl.stage")
+    if not running.greylist.roles and new.greylist.roles:
+        notes.append("[greylist] turned on (its feature is installed at start)")
     old_mx = {m.host: m for m in running.listeners()}
     new_mx = {m.host: m for m in new.listeners()}
     for host in sorted(old_mx.keys() | new_mx.keys()):
