@@ -20,6 +20,7 @@ import aiosmtplib
 
 from mxguard.batching import BatchWorker
 from mxguard.config import parse_hostport
+from mxguard.durable import fsync_dir, write_synced
 from mxguard.policy.address import split_address
 
 
@@ -117,14 +118,7 @@ class MaildirTarget(Target):
                     name = self._name()
                     tmp = box / "tmp" / name
                     if first is None:
-                        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                        try:
-                            view = memoryview(data)
-                            while view:
-                                view = view[os.write(fd, view) :]
-                            os.fsync(fd)
-                        finally:
-                            os.close(fd)
+                        write_synced(tmp, data)
                         first = tmp
                     else:
                         os.link(first, tmp)  # same inode, already synced
@@ -147,11 +141,7 @@ class MaildirTarget(Target):
                 results[i] = exc
         for d in dirs:
             try:
-                dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(d)
             except OSError as exc:  # the rename may not be durable: fail whoever used d
                 for i, moves in enumerate(renames):
                     if any(new.parent == d for _, new in moves):

@@ -110,7 +110,7 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
         cfg, PolicyParts(server.state, server.recipients, server.callout, server.extensions)
     )
     gate = ConnectionGate(cfg.limits.max_connections, cfg.limits.max_connections_per_network)
-    server.runtime = Runtime(cfg, engine, server.events, gate, _dnsbl_client(cfg))
+    server.runtime = Runtime(cfg, engine, server.events, gate, dnsbl_client(cfg))
     for hook in server.runtime_hooks:
         hook(server.runtime)
     for mx in cfg.listeners():
@@ -132,7 +132,8 @@ async def start(server: Server, socks: dict[str, Any] | None = None) -> None:
     server.tasks.append(asyncio.create_task(_housekeeping(server)))
 
 
-def _dnsbl_client(cfg: Config) -> Any:
+def dnsbl_client(cfg: Config) -> Any:
+    """The DNSBL client for `[dnsbl]`, or None; shared by serve and policyd."""
     if not cfg.dnsbl.sites:
         return None
     from mxguard.dns import DnsListClient, make_resolver, parse_list_site
@@ -188,7 +189,7 @@ def reload_config(server: Server, config_path: str | None) -> list[str]:
     engine = build_engine(
         new, PolicyParts(server.state, recipients, server.callout, server.extensions)
     )
-    dnsbl = rt.dnsbl if new.dnsbl == server.config.dnsbl else _dnsbl_client(new)
+    dnsbl = rt.dnsbl if new.dnsbl == server.config.dnsbl else dnsbl_client(new)
     server.config, server.recipients = new, recipients
     rt.engine, rt.dnsbl = engine, dnsbl
     for hook in server.runtime_hooks:

@@ -455,17 +455,9 @@ class PolicyDaemon:
             self.tasks.append(asyncio.create_task(flush()))
 
     def _dnsbl_client(self) -> Any:
-        cfg = self.cfg
-        if not cfg.dnsbl.sites:
-            return None
-        from mxguard.dns import DnsListClient, make_resolver, parse_list_site
+        from mxguard.serve import dnsbl_client
 
-        try:
-            resolver = make_resolver(list(cfg.dnsbl.nameservers) or None, cfg.dnsbl.timeout)
-        except ValueError as exc:
-            raise ConfigError(cfg.source, "dnsbl.nameservers", str(exc)) from None
-        sites = [parse_list_site(s) for s in cfg.dnsbl.sites]
-        return DnsListClient(resolver, sites, timeout=cfg.dnsbl.timeout)
+        return dnsbl_client(self.cfg)
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()

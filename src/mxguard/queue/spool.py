@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mxguard.durable import fsync_dir, write_synced
+
 log = logging.getLogger("mxguard.queue")
 
 T = TypeVar("T")
@@ -146,14 +148,6 @@ def _row(r: tuple[Any, ...]) -> QueuedMessage:
 
 def _rcpts_json(recipients: Iterable[Recipient]) -> str:
     return json.dumps([r.__dict__ for r in recipients], ensure_ascii=False)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SpoolIndex:
@@ -456,16 +450,9 @@ class Spool:
 
     def _write_body(self, msg_id: str, data: bytes) -> Path:
         tmp, final = self.tmp / msg_id, self.msg / msg_id
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         os.rename(tmp, final)
-        _fsync_dir(self.msg)
+        fsync_dir(self.msg)
         return final
 
     async def store(self, m: QueuedMessage, data: bytes) -> None:
