@@ -1,0 +1,235 @@
+"""The walk check: did this client walk the MX records in order, as every real MTA does?
+
+Measured with a real Postfix (docs/research/postfix-mx-walk.md): each delivery attempt starts
+at the lowest preference and moves up only after the host below refused, timed out, or
+answered 4xx, moments earlier. So a client at a backup or a trap that was not seen at any
+lower MX within `[walk].window`, while every lower MX was up and answering, jumped there
+(seeds 001-003); one that was seen there, whatever it was told, is walking. The table:
+
+    role     seen lower   lower MX            answer                         blocklist
+    backup   yes          any                 normal policy (greylisting)    no
+    backup   no           one not healthy     normal policy                  no
+    backup   no           all healthy         450 4.7.1 (or greylisting)     no
+    trap     yes / no     any / not healthy   451 4.3.2 at RCPT (or 421)     no
+    trap     no           all healthy         451 4.3.2 at RCPT (or 421)     yes
+    retired  -            -                   451 4.3.2 at RCPT (or 421)     yes
+
+The judgement is made once, at connect, from what the state knew at that moment, and kept
+with the contact: a bot that hits the trap first and the primary a moment later must not be
+excused by the contact that came after. Two checks share it:
+
+- `WalkGate` records the contact on every role and gives the trap's and the retired
+  address's answer. It runs before the relay and recipient gates (`runs_first`), because a
+  trap answers every client alike: a 5xx there would end a real sender's walk, and a 550 for
+  unknown users would make the trap a recipient oracle for dictionary attacks. It exempts
+  our trusted peers and `[access].allow` itself, since gates run for everyone.
+- `BackupWalkCheck` is a screen at the backup's RCPT (after relay and recipient checks, so
+  those answers stay the primary's), skipped for allowlisted clients and trusted peers.
+
+Neither check reads the clock: time is `facts.now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from mxguard.policy.checks.base import ALL_ROLES, Check
+from mxguard.policy.facts import Facts, MxInfo, Role, Stage
+from mxguard.policy.networks import NetworkSet
+from mxguard.policy.verdict import Verdict, disconnect, tempfail
+from mxguard.walk.blocklist import BlockEntry, Blocklist
+from mxguard.walk.health import Health, MxHealth
+from mxguard.walk.sightings import Contact, Sightings, Walk
+
+#: roles whose listeners answer and can be walked through (a fake never answers, a retired
+#: address is not in DNS)
+WALKABLE = frozenset({Role.PRIMARY, Role.BACKUP, Role.TRAP})
+JUDGED = frozenset({Role.BACKUP, Role.TRAP})
+TRAP_ROLES = frozenset({Role.TRAP, Role.RETIRED})
+
+TRAP_TEXT = "Service temporarily unavailable, try again later"
+WALK_TEXT = "Try again later; deliver to the lowest-preference MX first"
+
+
+@dataclass(frozen=True, slots=True)
+class TierMx:
+    host: str
+    role: Role
+    preference: int | None
+
+
+class Tier:
+    """The tier as the config lists it, for "which hosts are below this one?"."""
+
+    def __init__(self, mxs: Iterable[TierMx]) -> None:
+        self.mxs = list(mxs)
+
+    def lower(self, mx: MxInfo) -> list[TierMx]:
+        if mx.preference is None:
+            return []
+        return [
+            m
+            for m in self.mxs
+            if m.role in WALKABLE and m.preference is not None and m.preference < mx.preference
+        ]
+
+
+def seen_lower(
+    contacts: Mapping[str, Contact], lower: Sequence[TierMx], own_preference: int | None
+) -> list[Contact]:
+    """The contacts that show a walk: at a host below this one, any outcome."""
+    hosts = {m.host for m in lower}
+    return [
+        c
+        for c in contacts.values()
+        if c.host in hosts
+        or (
+            c.preference is not None
+            and own_preference is not None
+            and c.preference < own_preference
+        )
+    ]
+
+
+def classify(
+    role: Role,
+    own_preference: int | None,
+    contacts: Mapping[str, Contact],
+    lower: Sequence[TierMx],
+    health: Mapping[str, MxHealth],
+) -> Walk:
+    """The decision table's left half: how this client came here (pure)."""
+    if role is Role.RETIRED:
+        return Walk.RETIRED
+    if role not in JUDGED or not lower:
+        return Walk.NOT_JUDGED
+    if seen_lower(contacts, lower, own_preference):
+        return Walk.WALKED
+    if any(m.host not in health or not health[m.host].healthy for m in lower):
+        return Walk.LOWER_UNHEALTHY
+    return Walk.SKIPPED
+
+
+def blocklists(role: Role, walk: Walk) -> bool:
+    """The decision table's last column."""
+    return walk is Walk.RETIRED or (role is Role.TRAP and walk is Walk.SKIPPED)
+
+
+def trap_reason(role: Role, walk: Walk | None) -> str:
+    if walk is not None and blocklists(role, walk):
+        return f"{role.value}_blocklisted"
+    return role.value
+
+
+def trap_verdict(role: Role, walk: Walk | None, stage: Stage) -> Verdict:
+    """Always a tempfail, never a 5xx: a 5xx greeting makes Exim fail the whole message, and
+    qmail does not fall back after a 4xx greeting, hence RCPT by default."""
+    reason = trap_reason(role, walk)
+    if stage is Stage.CONNECT:
+        return disconnect(reason, TRAP_TEXT, 421, "4.3.2")
+    return tempfail(reason, TRAP_TEXT, 451, "4.3.2")
+
+
+def why_blocked(role: Role, walk: Walk, lower: Sequence[TierMx]) -> str:
+    if walk is Walk.RETIRED:
+        return "contacted a retired address (not in DNS)"
+    hosts = ", ".join(f"{m.host} ({m.preference})" for m in lower)
+    return f"reached the trap without trying {hosts}, all healthy"
+
+
+class WalkGate(Check):
+    """Records every contact with its walk judgement; answers for traps and retired addresses."""
+
+    name: ClassVar[str] = "walk"
+    stages: ClassVar[frozenset[Stage]] = frozenset({Stage.CONNECT, Stage.RCPT})
+    runs_first: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        tier: Tier,
+        sightings: Sightings,
+        health: Health,
+        blocklist: Blocklist,
+        blocklist_ttl: float,
+        exempt: NetworkSet,
+        trap_answers: Mapping[str, Literal["rcpt", "connect"]],
+        record: bool = True,
+    ) -> None:
+        self.roles = ALL_ROLES
+        self.tier = tier
+        self.sightings = sightings
+        self.health = health
+        self.blocklist = blocklist
+        self.blocklist_ttl = blocklist_ttl
+        self.exempt = exempt
+        self.trap_answers = dict(trap_answers)
+        self.record = record  # False when no MX of the tier is ever judged: nothing to ask
+
+    def exempted(self, facts: Facts) -> bool:
+        return facts.trusted_peer or facts.client_ip in self.exempt
+
+    def answer_stage(self, mx: MxInfo) -> Stage:
+        return Stage.CONNECT if self.trap_answers.get(mx.host) == "connect" else Stage.RCPT
+
+    async def check(self, facts: Facts) -> Verdict | None:
+        role = facts.mx.role
+        if facts.stage is Stage.CONNECT:
+            walk = None
+            if self.record and not self.exempted(facts):
+                walk = await self.judge_and_record(facts)
+            if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
+                return trap_verdict(role, walk, Stage.CONNECT)
+            return None
+        if role not in TRAP_ROLES:
+            return None
+        walk = None
+        if self.record and not self.exempted(facts):
+            contact = (await self.sightings.contacts(facts.client_ip, facts.now)).get(facts.mx.host)
+            walk = contact.walk if contact is not None else None
+        return trap_verdict(role, walk, Stage.RCPT)
+
+    async def judge_and_record(self, facts: Facts) -> Walk:
+        mx = facts.mx
+        contacts = await self.sightings.contacts(facts.client_ip, facts.now)
+        lower = self.tier.lower(mx) if mx.role in JUDGED else []
+        health: dict[str, MxHealth] = {}
+        if lower and not seen_lower(contacts, lower, mx.preference):
+            health = await self.health.statuses((m.host for m in lower), facts.now)
+        walk = classify(mx.role, mx.preference, contacts, lower, health)
+        await self.sightings.record(facts.client_ip, mx, facts.now, walk, contacts.get(mx.host))
+        if blocklists(mx.role, walk):
+            entry = BlockEntry(
+                network=self.blocklist.network(facts.client_ip),
+                reason=mx.role.value,
+                at=facts.now,
+                until=facts.now + self.blocklist_ttl,
+                by=mx.host,
+                client=str(facts.client_ip),
+                note=why_blocked(mx.role, walk, lower),
+            )
+            await self.blocklist.add(entry, facts.now)
+        return walk
+
+
+class BackupWalkCheck(Check):
+    """At a backup's RCPT: a client that skipped a healthy primary is tempfailed.
+
+    With `[walk].backup_action = "greylist"` and greylisting on at the backup, the feature
+    leaves this check out and greylisting alone decides: a sender that cannot reach the
+    primary at all (a routing problem only it has) then gets through after the delay.
+    """
+
+    name: ClassVar[str] = "mx_walk"
+    stages: ClassVar[frozenset[Stage]] = frozenset({Stage.RCPT})
+
+    def __init__(self, sightings: Sightings) -> None:
+        self.roles = frozenset({Role.BACKUP})
+        self.sightings = sightings
+
+    async def check(self, facts: Facts) -> Verdict | None:
+        contact = (await self.sightings.contacts(facts.client_ip, facts.now)).get(facts.mx.host)
+        if contact is None or contact.walk is not Walk.SKIPPED:
+            return None
+        return tempfail("mx_walk", WALK_TEXT, 450, "4.7.1", soft=True)

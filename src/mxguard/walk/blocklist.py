@@ -1,0 +1,117 @@
+"""The tier's blocklist: client networks that gave themselves away at a trap or a retired address.
+
+Entries live in the shared state so that a bot caught at the trap is refused at the primary
+a moment later, whichever host runs it. Each entry is one key (``block:<network>``), which
+the check reads with one `get` per RCPT, and also a field of one index hash
+(``blockidx:all``) so that `mxguard block list` can enumerate them on SQLite and on Redis
+alike without a KEYS scan. The index can hold fields whose entry has expired (a hash has one
+expiry for all of its fields); `list` drops those as it meets them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass
+
+from mxguard.policy.address import client_network
+from mxguard.policy.facts import IPAddress
+from mxguard.state.base import StateStore
+
+BLOCK_PREFIX = "block:"
+INDEX_KEY = "blockidx:all"
+#: the index outlives every entry it lists; entries longer than this are refused
+MAX_TTL = 366 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    network: str
+    reason: str  # "trap", "retired" or "manual"
+    at: float
+    until: float
+    by: str  # the MX host that caught it, or "cli"
+    client: str = ""  # the address that was seen
+    note: str = ""  # why, in words: what the walk check knew, or the operator's text
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, value: str) -> BlockEntry | None:
+        try:
+            data = json.loads(value)
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def network_of(target: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """The network an IP or CIDR stands for, at the blocklist's granularity.
+
+    A network wider than the prefix cannot be one entry (the check looks up exactly one
+    network per client); `[access].deny` is the place for static ranges.
+    """
+    if "/" not in target:
+        return client_network(ipaddress.ip_address(target), ipv4_prefix, ipv6_prefix)
+    net = ipaddress.ip_network(target, strict=False)
+    prefix = ipv4_prefix if net.version == 4 else ipv6_prefix
+    if net.prefixlen < prefix:
+        raise ValueError(
+            f"{target} is wider than the blocklist's /{prefix} ([blocklist].ipv{net.version}_prefix);"
+            " list static ranges in [access].deny"
+        )
+    return client_network(net.network_address, ipv4_prefix, ipv6_prefix)
+
+
+class Blocklist:
+    def __init__(self, state: StateStore, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> None:
+        self.state = state
+        self.v4, self.v6 = ipv4_prefix, ipv6_prefix
+
+    def network(self, ip: IPAddress) -> str:
+        return client_network(ip, self.v4, self.v6)
+
+    async def get(self, ip: IPAddress, now: float) -> BlockEntry | None:
+        return await self.lookup(self.network(ip), now)
+
+    async def lookup(self, network: str, now: float) -> BlockEntry | None:
+        value = await self.state.get(BLOCK_PREFIX + network, now)
+        return BlockEntry.from_json(value) if value is not None else None
+
+    async def add(self, entry: BlockEntry, now: float, keep_longer: bool = True) -> BlockEntry:
+        """Store `entry`; with `keep_longer`, a live entry that lasts longer stays as it is.
+
+        A bot that keeps hitting the trap renews its entry, but never shortens a longer one
+        an operator set by hand.
+        """
+        ttl = min(entry.until - now, MAX_TTL)
+        if ttl <= 0:
+            raise ValueError("the entry has already expired")
+        if keep_longer:
+            old = await self.lookup(entry.network, now)
+            if old is not None and old.until >= entry.until:
+                return old
+        value = entry.to_json()
+        await self.state.put(BLOCK_PREFIX + entry.network, value, ttl, now)
+        await self.state.hash_put(INDEX_KEY, entry.network, value, MAX_TTL, now)
+        return entry
+
+    async def remove(self, network: str) -> bool:
+        found = await self.state.delete(BLOCK_PREFIX + network)
+        indexed = await self.state.hash_delete(INDEX_KEY, network)
+        return found or indexed
+
+    async def entries(self, now: float) -> list[BlockEntry]:
+        """Every live entry, oldest first; index fields without a live entry are dropped."""
+        out = []
+        for network, value in (await self.state.hash_get(INDEX_KEY, now)).items():
+            entry = BlockEntry.from_json(value)
+            if entry is not None and entry.until > now:
+                # the key is the truth (a renewal or a purge may have moved on)
+                entry = await self.lookup(network, now)
+            if entry is None or entry.until <= now:
+                await self.state.hash_delete(INDEX_KEY, network)
+                continue
+            out.append(entry)
+        return sorted(out, key=lambda e: (e.at, e.network))

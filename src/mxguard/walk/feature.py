@@ -1,0 +1,246 @@
+"""Wire the walk check into `serve`: sightings, liveness, the trap's answer and the blocklist.
+
+What this installs, and why each piece sits where it does:
+
+- policy checks through `server.extensions`, put in front of the other features' so that
+  the blocklist and the walk answer come before greylisting (a bot that skipped the
+  primary is told so, not greylisted and taught to retry);
+- `Runtime.on_session` (through `server.runtime_hooks`, since the Runtime is built after
+  the installers run): a listener that refuses clients at its connection cap is marked
+  "at capacity", so that the senders it turned away are not judged as having skipped it;
+- an event-log listener: what each MX answered a client (including refusals over capacity,
+  which never reach the policy) is added to its sightings, for `mxguard explain` and so that
+  a refused contact still counts as "seen at a lower MX";
+- a heartbeat task for every listener this process runs, and a clean "stopped" mark when
+  a listener stops. Under `mxguard policyd` there are no listeners of ours: the sessions
+  Postfix reports (`on_session(mx, "connect")`) are the liveness evidence instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from mxguard.config import Config
+from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.blocklist import BlocklistCheck
+from mxguard.policy.checks.walk import BackupWalkCheck, Tier, TierMx, WalkGate
+from mxguard.policy.facts import Role
+from mxguard.policy.networks import NetworkSet
+from mxguard.state.base import StateStore
+from mxguard.walk.blocklist import Blocklist
+from mxguard.walk.health import Health
+from mxguard.walk.sightings import Outcome, Sightings
+
+if TYPE_CHECKING:
+    from mxguard.serve import Server
+    from mxguard.smtp.listener import Runtime
+
+log = logging.getLogger("mxguard.walk")
+
+#: the roles whose contacts someone judges; a tier of primaries only records nothing
+_JUDGING_ROLES = frozenset({Role.BACKUP, Role.TRAP, Role.RETIRED})
+
+#: installed features by server, for tests and the bench (`feature_of`)
+_installed: dict[int, WalkFeature] = {}
+
+
+def greylists_backup(cfg: Config) -> bool:
+    from mxguard.greylist_feature import greylist_roles
+
+    return Role.BACKUP in greylist_roles(cfg)
+
+
+class WalkFeature:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.configure(server.config, server.state)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.down: set[str] = set()  # listeners already marked stopped
+        self.capacity_marked: dict[str, float] = {}
+        self.answer_marked: dict[str, float] = {}
+        self.runtime: Runtime | None = None
+
+    def configure(self, cfg: Config, state: StateStore) -> None:
+        w = cfg.walk
+        self.cfg = cfg
+        self.sightings = Sightings(state, w.window, w.ipv4_prefix, w.ipv6_prefix)
+        self.health = Health(state, w.health_window)
+        self.blocklist = Blocklist(state, cfg.blocklist.ipv4_prefix, cfg.blocklist.ipv6_prefix)
+        self.record = any(m.role in _JUDGING_ROLES for m in cfg.mx)
+        self.exempt = NetworkSet((*cfg.access.allow, *cfg.relay.trusted_peers))
+        self.hosts = {m.host: m for m in cfg.mx}
+
+    def now(self) -> float:
+        rt = self.server.runtime
+        return rt.clock() if rt is not None else time.time()
+
+    # ------------------------------------------------------------ policy
+
+    def extension(self, cfg: Config, state: StateStore) -> tuple[list[Check], list[Check]]:
+        self.configure(cfg, state)  # again on a reload: the layout may have changed
+        tier = Tier(TierMx(m.host, m.role, m.preference) for m in cfg.mx)
+        gate = WalkGate(
+            tier,
+            self.sightings,
+            self.health,
+            self.blocklist,
+            cfg.walk.blocklist_ttl,
+            self.exempt,
+            {m.host: m.trap_answer for m in cfg.mx},
+            record=self.record,
+        )
+        screens: list[Check] = [BlocklistCheck(self.blocklist, cfg.blocklist.action)]
+        if cfg.walk.backup_action == "greylist" and greylists_backup(cfg):
+            pass  # greylisting at the backup decides alone (see BackupWalkCheck)
+        else:
+            if cfg.walk.backup_action == "greylist" and any(m.role is Role.BACKUP for m in cfg.mx):
+                log.warning(
+                    '%s: walk.backup_action = "greylist" but greylisting is off at the '
+                    "backup ([greylist].roles); tempfailing walk violations instead",
+                    cfg.source,
+                )
+            screens.append(BackupWalkCheck(self.sightings))
+        return [gate], screens
+
+    # ------------------------------------------------------------ hooks
+
+    def attach(self, runtime: Runtime) -> None:
+        """Chain our session hook into the Runtime's (once: reloads call this again)."""
+        if self.runtime is runtime:
+            return
+        self.runtime = runtime
+        previous = runtime.on_session
+        if previous is None:
+            runtime.on_session = self.on_session
+            return
+
+        def both(mx: Any, event: str) -> None:
+            previous(mx, event)
+            self.on_session(mx, event)
+
+        runtime.on_session = both
+
+    def on_session(self, mx: Any, event: str) -> None:
+        if event == "connect":
+            self.on_connect(mx)
+            return
+        if event != "capacity":
+            return
+        rt = self.server.runtime
+        # The per-network cap turns away one client (its refused contact is a sighting);
+        # only the total cap says this MX is full for everyone.
+        if rt is not None and rt.gate.total < rt.gate.max_total:
+            return
+        now = self.now()
+        if now - self.capacity_marked.get(mx.host, -1e18) < self.health.interval / 2:
+            return  # a storm of refusals needs one mark, not one write each
+        self.capacity_marked[mx.host] = now
+        self.spawn(self.health.mark(mx.host, "capacity", now))
+
+    def on_connect(self, mx: Any) -> None:
+        """A session at an MX we do not heartbeat (a Postfix in front of policyd) proves it up."""
+        if any(li.mx.host == mx.host for li in self.server.listeners):
+            return  # our own listener: the heartbeat says more than its sessions
+        now = self.now()
+        if now - self.answer_marked.get(mx.host, -1e18) < self.health.interval / 2:
+            return
+        self.answer_marked[mx.host] = now
+        self.spawn(self.health.answered(mx.host, now))
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Keep what each MX answered, as the sightings' outcome field."""
+        if not self.record or event.get("mx") not in self.hosts:
+            return
+        if event.get("stage") == "rcpt" and event.get("action") == "accept":
+            return  # the end of the message will say how it ended; skip the busiest event
+        try:
+            ip = ipaddress.ip_address(str(event.get("client")))
+            outcome = Outcome(
+                float(event["ts"]),
+                str(event.get("stage")),
+                str(event.get("action")),
+                int(event.get("code") or 0),
+                str(event.get("reason")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return
+        if ip in self.exempt:
+            return
+        self.spawn(self.sightings.note_outcome(ip, str(event["mx"]), outcome, outcome.at))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # no loop (a tool building the engine): nothing to record into
+            coro.close()
+            return
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("walk bookkeeping failed: %s", task.exception())
+
+    async def settle(self) -> None:
+        """Wait for the bookkeeping writes in flight (tests, the bench, shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------ liveness
+
+    async def beat_all(self) -> None:
+        """One heartbeat for every listener this process runs; a stopped one is marked down."""
+        now = self.now()
+        for listener in self.server.listeners:
+            host = listener.mx.host
+            srv = listener.server
+            if srv is not None and srv.is_serving():
+                await self.health.beat(host, now)
+                self.down.discard(host)
+            elif host not in self.down:
+                await self.health.stopped(host, now)
+                self.down.add(host)
+
+    async def heartbeat_loop(self) -> None:
+        await asyncio.sleep(0.05)  # let start() bind the listeners first
+        while True:
+            rt = self.server.runtime
+            if rt is not None and self.runtime is not rt:
+                # a front end that builds its Runtime without runtime_hooks (policyd)
+                self.attach(rt)
+            try:
+                await self.beat_all()
+            except Exception as exc:  # the state may be down; beats resume with it
+                log.warning("walk heartbeat failed: %s", exc)
+            await asyncio.sleep(self.health.interval)
+
+    async def close(self) -> None:
+        await self.settle()
+        now = self.now()
+        with contextlib.suppress(Exception):
+            for listener in self.server.listeners:
+                if listener.mx.host not in self.down:
+                    await self.health.stopped(listener.mx.host, now)
+        _installed.pop(id(self.server), None)
+
+
+def feature_of(server: Server) -> WalkFeature:
+    """The walk feature installed on `server` (for tests and the bench)."""
+    return _installed[id(server)]
+
+
+def install(server: Server) -> None:
+    feature = WalkFeature(server)
+    server.extensions.insert(0, feature.extension)
+    server.runtime_hooks.append(feature.attach)
+    server.events.listeners.append(feature.on_event)
+    server.tasks.append(asyncio.create_task(feature.heartbeat_loop(), name="walk heartbeat"))
+    server.closers.append(feature.close)
+    _installed[id(server)] = feature

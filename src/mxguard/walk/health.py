@@ -1,0 +1,156 @@
+"""Liveness of the tier's MX hosts, as every host of the tier can read it from the shared state.
+
+A trap may blocklist a client that skipped the lower MX hosts only if those hosts were
+there to be tried: a legitimate sender whose primary refused it, or answered 421 at its
+connection cap, walks on to the next host and must not be punished for it. So each process
+heartbeats the listeners it runs (``live:<host>``, "up since | last beat"), and marks a host
+"sick" (``sick:<host>``) when it refuses clients for its own reasons: over its connection cap,
+stopped, or (from the backup's forwarder, later) not accepting mail.
+
+Where mxguard does not run the listener (a Postfix in front, asking `mxguard policyd`), there
+is no heartbeat; the sessions that front end reports are the evidence instead
+(``ans:<host>``, the latest time it answered a client).
+
+A heartbeated host counts as healthy only when it has been up *continuously* for the whole
+health window and was not marked sick within it; a host known only from its sessions, when
+it answered a client within the window and was not marked sick. Being wrong in that direction costs little (a bot at the
+trap is tempfailed but not blocklisted); the other direction blocklists good senders. A host
+that crashes is noticed when its beats stop (`stale_after`), not at once: that short blind
+spot is the residual risk, written down in docs/walk.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mxguard.state.base import StateStore
+
+LIVE_PREFIX = "live:"
+SICK_PREFIX = "sick:"
+ANSWERED_PREFIX = "ans:"
+
+
+def beat_interval(health_window: float) -> float:
+    """How often to beat: several beats per window, never slower than every 5 s."""
+    return max(0.05, min(5.0, health_window / 4))
+
+
+@dataclass(frozen=True, slots=True)
+class MxHealth:
+    host: str
+    healthy: bool
+    why: str  # for `explain` and the docs: "up 2m", "no heartbeat", "capacity 3s ago"
+    up_since: float | None = None
+    last_beat: float | None = None
+    sick: str | None = None  # the reason of a sick mark inside the window
+    sick_at: float | None = None
+
+
+def _split_floats(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    a, _, b = value.partition("|")
+    try:
+        return float(a), float(b)
+    except ValueError:
+        return None
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def judge_health(
+    host: str,
+    live: str | None,
+    sick: str | None,
+    now: float,
+    window: float,
+    stale_after: float,
+    answered: str | None = None,
+) -> MxHealth:
+    """Decide from the stored values; pure, so the table is tested without a clock.
+
+    Heartbeats, when there are any, decide; session evidence (`answered`) only speaks for
+    a host nobody heartbeats, so that a crashed listener is not kept alive by the sessions
+    it answered just before it died.
+    """
+    sick_reason = sick_at = None
+    if sick is not None:
+        reason, _, at_s = sick.rpartition("|")
+        try:
+            at = float(at_s)
+        except ValueError:
+            at = now
+        if at >= now - window:
+            sick_reason, sick_at = reason or "sick", at
+    beats = _split_floats(live)
+    up_since, last = beats if beats is not None else (None, None)
+    if beats is None and answered is not None:
+        try:
+            seen = float(answered)
+        except ValueError:
+            seen = -1e18
+        if now - seen <= window:
+            if sick_reason is not None and sick_at is not None:
+                why = f"{sick_reason} {_ago(now - sick_at)} ago"
+                return MxHealth(host, False, why, None, None, sick_reason, sick_at)
+            return MxHealth(host, True, f"answered a client {_ago(now - seen)} ago")
+    if last is None or up_since is None or now - last > stale_after:
+        why = "no heartbeat" if last is None else f"last heartbeat {_ago(now - last)} ago"
+        return MxHealth(host, False, why, up_since, last, sick_reason, sick_at)
+    if sick_reason is not None and sick_at is not None:
+        why = f"{sick_reason} {_ago(now - sick_at)} ago"
+        return MxHealth(host, False, why, up_since, last, sick_reason, sick_at)
+    if now - up_since < window:
+        why = f"up only {_ago(now - up_since)} (needs {_ago(window)})"
+        return MxHealth(host, False, why, up_since, last, None, None)
+    return MxHealth(host, True, f"up {_ago(now - up_since)}", up_since, last, None, None)
+
+
+class Health:
+    """Heartbeats, sick marks and the question "was every lower MX up and answering?"."""
+
+    def __init__(self, state: StateStore, window: float, interval: float | None = None) -> None:
+        self.state = state
+        self.window = window
+        self.interval = interval if interval is not None else beat_interval(window)
+        # two missed beats: the host is gone
+        self.stale_after = 3 * self.interval
+
+    async def beat(self, host: str, now: float) -> None:
+        """Say `host` is up now; keeps "up since" while the beats are unbroken.
+
+        Only the process that runs the listener beats for it, so the read-then-write
+        cannot race with another writer.
+        """
+        old = _split_floats(await self.state.get(LIVE_PREFIX + host, now))
+        up_since = now
+        if old is not None and 0 <= now - old[1] <= self.stale_after:
+            up_since = old[0]
+        # the entry outlives a missed beat or two, then its absence says "down"
+        await self.state.put(LIVE_PREFIX + host, f"{up_since!r}|{now!r}", self.stale_after, now)
+
+    async def mark(self, host: str, reason: str, now: float) -> None:
+        """`host` turned clients away for its own reasons (capacity, stopped, ...)."""
+        await self.state.put(SICK_PREFIX + host, f"{reason}|{now!r}", self.window, now)
+
+    async def stopped(self, host: str, now: float) -> None:
+        """A clean stop: down at once, rather than when the beats go stale."""
+        await self.mark(host, "stopped", now)
+        await self.state.delete(LIVE_PREFIX + host)
+
+    async def answered(self, host: str, now: float) -> None:
+        """A front end without heartbeats (policyd) saw `host` answer a client now."""
+        await self.state.put(ANSWERED_PREFIX + host, repr(now), self.window, now)
+
+    async def status(self, host: str, now: float) -> MxHealth:
+        live = await self.state.get(LIVE_PREFIX + host, now)
+        sick = await self.state.get(SICK_PREFIX + host, now)
+        answered = None if live is not None else await self.state.get(ANSWERED_PREFIX + host, now)
+        return judge_health(host, live, sick, now, self.window, self.stale_after, answered)
+
+    async def statuses(self, hosts: Iterable[str], now: float) -> dict[str, MxHealth]:
+        return {h: await self.status(h, now) for h in hosts}

@@ -1,0 +1,174 @@
+"""Sightings: which MX hosts of the tier a client contacted lately, and what it was told.
+
+A real sender reaches a backup or a trap only after every lower-preference host failed it in
+the same attempt, moments earlier (docs/walk.md). So the one fact a backup or a trap needs is
+"did this client touch a lower MX within the window?", asked of the shared state because the
+lower MX may be another machine. One small hash per client network (``seen:<network>``)
+answers it in one read: a field per MX host with the contact, and a second field per host
+with the latest outcome. Two fields instead of one because the contact is written at connect
+by the policy and the outcome later from the event stream; separate fields never overwrite
+each other's news. The hash expires `window` after its latest write, so it stays bounded by
+the number of MX hosts and costs nothing for clients that went away.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from mxguard.policy.address import client_network
+from mxguard.policy.facts import IPAddress, MxInfo
+from mxguard.state.base import StateStore
+
+SIGHT_PREFIX = "seen:"
+#: the field of a host's latest outcome is the host's name with this suffix
+OUTCOME_SUFFIX = "!o"
+
+
+class Walk(enum.StrEnum):
+    """How a client came to an MX, judged at connect from what was known at that moment."""
+
+    NOT_JUDGED = "-"  # nothing below this MX (a primary), or a trusted or allowlisted client
+    WALKED = "walked"  # seen at a lower MX within the window (any outcome)
+    LOWER_UNHEALTHY = "lower_unhealthy"  # not seen, but a lower MX was down or at capacity
+    SKIPPED = "skipped"  # not seen while every lower MX was healthy: a walk violation
+    RETIRED = "retired"  # a retired address: nobody legitimate knows it
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The latest answer an MX gave this client (from the event log's decision)."""
+
+    at: float
+    stage: str
+    action: str
+    code: int
+    reason: str
+
+    def encode(self) -> str:
+        return f"{self.at!r}|{self.stage}|{self.action}|{self.code}|{self.reason}"
+
+    @classmethod
+    def decode(cls, value: str) -> Outcome | None:
+        parts = value.split("|", 4)
+        if len(parts) != 5:
+            return None
+        try:
+            return cls(float(parts[0]), parts[1], parts[2], int(parts[3]), parts[4])
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A client's contacts with one MX host inside the window."""
+
+    host: str
+    role: str
+    preference: int | None
+    first: float
+    last: float
+    count: int
+    walk: Walk
+    outcome: Outcome | None = None
+
+    def encode(self) -> str:
+        pref = "-" if self.preference is None else str(self.preference)
+        return f"{self.role}|{pref}|{self.first!r}|{self.last!r}|{self.count}|{self.walk.value}"
+
+    @classmethod
+    def decode(cls, host: str, value: str) -> Contact | None:
+        parts = value.split("|")
+        if len(parts) != 6:
+            return None
+        try:
+            pref = None if parts[1] == "-" else int(parts[1])
+            return cls(
+                host,
+                parts[0],
+                pref,
+                float(parts[2]),
+                float(parts[3]),
+                int(parts[4]),
+                Walk(parts[5]),
+            )
+        except ValueError:
+            return None
+
+
+def sighting_key(network: str) -> str:
+    return SIGHT_PREFIX + network
+
+
+def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dict[str, Contact]:
+    """The contacts still inside the window, each with its latest outcome, by host.
+
+    The hash lives `window` after its latest write, so single fields can be older than that;
+    they are dropped here rather than trusted.
+    """
+    contacts: dict[str, Contact] = {}
+    outcomes: dict[str, Outcome] = {}
+    for name, value in fields.items():
+        if name.endswith(OUTCOME_SUFFIX):
+            o = Outcome.decode(value)
+            if o is not None:
+                outcomes[name[: -len(OUTCOME_SUFFIX)]] = o
+            continue
+        c = Contact.decode(name, value)
+        if c is not None and c.last >= now - window:
+            contacts[name] = c
+    for host, o in outcomes.items():
+        if host in contacts:
+            contacts[host] = replace(contacts[host], outcome=o)
+        elif o.at >= now - window:
+            # an answer with no contact record: a connection refused over capacity, which
+            # never reached the policy; it is still a contact with that MX
+            contacts[host] = Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
+    return contacts
+
+
+class Sightings:
+    """Reads and writes the ``seen:`` hashes; the network prefix is `[walk]`'s."""
+
+    def __init__(self, state: StateStore, window: float, ipv4_prefix: int, ipv6_prefix: int):
+        self.state = state
+        self.window = window
+        self.v4, self.v6 = ipv4_prefix, ipv6_prefix
+
+    def network(self, ip: IPAddress) -> str:
+        return client_network(ip, self.v4, self.v6)
+
+    async def contacts(self, ip: IPAddress, now: float) -> dict[str, Contact]:
+        fields = await self.state.hash_get(sighting_key(self.network(ip)), now)
+        return decode_contacts(fields, now, self.window)
+
+    async def record(
+        self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
+    ) -> Contact:
+        """Note a contact at `mx`; `previous` (read just before) keeps the first time and count."""
+        if previous is not None and previous.role != "?":
+            contact = Contact(
+                mx.host,
+                mx.role.value,
+                mx.preference,
+                previous.first,
+                now,
+                previous.count + 1,
+                walk,
+            )
+        else:
+            contact = Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
+        await self.state.hash_put(
+            sighting_key(self.network(ip)), mx.host, contact.encode(), self.window, now
+        )
+        return contact
+
+    async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
+        await self.state.hash_put(
+            sighting_key(self.network(ip)),
+            host + OUTCOME_SUFFIX,
+            outcome.encode(),
+            self.window,
+            now,
+        )
