@@ -52,6 +52,19 @@ def test_issue_example_loads_exactly_as_written() -> None:
 def test_examples_and_builtin_default_load() -> None:
     assert load_config(ROOT / "examples/mxguard.toml").mx
     assert load_config(None).source == "<built-in default>"
+    # examples/mxguard.toml is the built-in default, so `serve -c examples/mxguard.toml`
+    # behaves exactly like a bare `serve`
+    default = ROOT / "src/mxguard/defaults/mxguard.toml"
+    assert (ROOT / "examples/mxguard.toml").read_text() == default.read_text()
+
+
+def test_minimal_example_is_the_documented_one() -> None:
+    text = (ROOT / "examples/minimal.toml").read_text()
+    assert ISSUE_EXAMPLE.strip() in text
+    cfg = load_config(ROOT / "examples/minimal.toml")
+    assert [m.role for m in cfg.mx] == [Role.PRIMARY]
+    readme = (ROOT / "README.md").read_text()
+    assert ISSUE_EXAMPLE.strip() in readme
 
 
 @pytest.mark.parametrize(
