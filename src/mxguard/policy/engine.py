@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import Check, NotNow
 from mxguard.policy.facts import Facts, IPAddress, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import ACCEPT, Verdict
@@ -55,10 +55,40 @@ class PolicyEngine:
         """Lets an adapter skip building facts for a stage nothing looks at."""
         return bool(self._checks_for(stage, role, screened))
 
+    def decide_now(self, facts: Facts, screened: bool | None = None) -> Verdict | Pending:
+        """The verdict, if every check that applies can answer without waiting; else a
+        `Pending` that finishes the decision from the first check that has to wait.
+
+        Checks that answered here (some count, like rate limits) are not asked again.
+        """
+        if screened is None:
+            screened = self.screened(facts)
+        plan = self._checks_for(facts.stage, facts.mx.role, screened)
+        for i, check in enumerate(plan):
+            verdict = check.check_now(facts)
+            if isinstance(verdict, NotNow):
+                return Pending(facts, plan, i)
+            if verdict is not None and verdict.is_final:
+                return verdict
+        return ACCEPT
+
     async def decide(self, facts: Facts, screened: bool | None = None) -> Verdict:
         if screened is None:
             screened = self.screened(facts)
-        for check in self._checks_for(facts.stage, facts.mx.role, screened):
+        return await Pending(facts, self._checks_for(facts.stage, facts.mx.role, screened)).finish()
+
+
+class Pending:
+    """The rest of a decision that has to wait for the state."""
+
+    __slots__ = ("facts", "plan", "start")
+
+    def __init__(self, facts: Facts, plan: list[Check], start: int = 0) -> None:
+        self.facts, self.plan, self.start = facts, plan, start
+
+    async def finish(self) -> Verdict:
+        facts = self.facts
+        for check in self.plan[self.start :]:
             verdict = await check.check(facts)
             if verdict is not None and verdict.is_final:
                 return verdict

@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from mxguard.config import Config, MxSettings, parse_hostport
 from mxguard.events import EventLog
 from mxguard.policy.address import client_network
-from mxguard.policy.engine import PolicyEngine
+from mxguard.policy.engine import Pending, PolicyEngine
 from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Stage
 from mxguard.policy.verdict import ACCEPT, Action, Verdict, tempfail
 from mxguard.smtp import protocol as p
@@ -202,6 +202,7 @@ class Session(asyncio.Protocol):
         self.paused = False
         self.screened = True
         self.opened = time.monotonic()
+        self._pending: Pending | None = None  # a decision decide_now began and decide ends
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -243,7 +244,11 @@ class Session(asyncio.Protocol):
             observe(self, "open")
         if self.rt.dnsbl is not None and self.screened:
             self.dnsbl_task = asyncio.ensure_future(self.rt.dnsbl.lookup(ip))
-        self.task = asyncio.ensure_future(self.run())
+        verdict = None if self.l.greet_pause > 0 else self.decide_now(self.facts)
+        if verdict is None:
+            self._spawn(self._connect_phase())
+        else:
+            self._open(self.facts, verdict)
 
     def data_received(self, data: bytes) -> None:
         if not self.greeted and len(self.pregreet) < 1024:
@@ -258,11 +263,17 @@ class Session(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self.paused = True
-        self._wake()
+        if self.greeted and self.task is None:
+            self._pump()
+        else:
+            self._wake()
 
     def eof_received(self) -> bool | None:
         self.engine.receive_eof()
-        self._wake()
+        if self.greeted and self.task is None:
+            self._pump()
+        else:
+            self._wake()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -313,10 +324,10 @@ class Session(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         """Waiting for the client outside a transaction: closing now loses no message."""
-        w = self.waiter
         return (
-            w is not None
-            and not w.done()
+            self.greeted
+            and self.task is None
+            and not self.closed
             and not self.engine.in_data
             and self.engine.sender is None
             and not self.engine.recipients
@@ -350,17 +361,49 @@ class Session(asyncio.Protocol):
     def log_decision(self, facts: Facts, verdict: Verdict, **extra: Any) -> None:
         self.rt.events.decision(facts, verdict, **extra)
 
-    async def decide(self, facts: Facts) -> Verdict:
+    def decide_now(self, facts: Facts) -> Verdict | None:
+        """The verdict without waiting when possible (most commands), else None."""
         if self.dnsbl_task is not None and facts.stage is self.l.dnsbl_stage:
-            facts = facts.at(facts.stage, dnsbl=await self._dnsbl())
+            if not self.dnsbl_task.done():
+                return None
+            facts = facts.at(facts.stage, dnsbl=self._dnsbl_result())
         try:
-            return await self.rt.engine.decide(facts, self.screened)
-        except StateUnavailable:  # logged once per outage by the state wrapper, not per message
+            v = self.rt.engine.decide_now(facts, self.screened)
+        except Exception as exc:
+            return self._policy_error(facts, exc)
+        if isinstance(v, Pending):
+            self._pending = v
+            return None
+        return v
+
+    def _policy_error(self, facts: Facts, exc: Exception) -> Verdict:
+        if isinstance(exc, StateUnavailable):  # logged once per outage by the state wrapper
             text = "Policy state unavailable, try again later"
             return tempfail("state_unavailable", text, 451, "4.3.0")
+        log.error("policy error at %s: %s", facts.stage, exc, exc_info=exc)
+        return tempfail("policy_error", "Local policy error, try again later", 451, "4.3.0")
+
+    def _dnsbl_result(self) -> tuple[DnsListAnswer, ...] | None:
+        assert self.dnsbl_task is not None
+        if self.dnsbl_task.cancelled():
+            return None
+        exc = self.dnsbl_task.exception()
+        if exc is not None:
+            log.warning("DNSBL lookup failed: %s", exc)
+            return None
+        return self.dnsbl_task.result()
+
+    async def decide(self, facts: Facts) -> Verdict:
+        """The verdict, waiting for DNS and state as needed; resumes what decide_now began."""
+        pending, self._pending = self._pending, None
+        try:
+            if pending is not None:
+                return await pending.finish()
+            if self.dnsbl_task is not None and facts.stage is self.l.dnsbl_stage:
+                facts = facts.at(facts.stage, dnsbl=await self._dnsbl())
+            return await self.rt.engine.decide(facts, self.screened)
         except Exception as exc:  # a broken state backend must not crash the session
-            log.exception("policy error at %s: %s", facts.stage, exc)
-            return tempfail("policy_error", "Local policy error, try again later", 451, "4.3.0")
+            return self._policy_error(facts, exc)
 
     async def _dnsbl(self) -> tuple[DnsListAnswer, ...] | None:
         assert self.dnsbl_task is not None
@@ -375,18 +418,73 @@ class Session(asyncio.Protocol):
         return p.Reply(v.code, v.status, v.text)
 
     # ------------------------------------------------------------ the session
+    #
+    # Commands are answered straight from data_received whenever the policy can decide from
+    # the facts alone (relay control, recipient tables, deny lists, DNSBL scores): no task
+    # switch per command. An answer that has to wait (state, delivery, TLS) runs as one task;
+    # input that arrives meanwhile stays in the engine, which pipelines it in order after.
 
-    async def run(self) -> None:
+    def needs_policy(self, stage: Stage) -> bool:
+        return self.rt.engine.has_checks(stage, self.l.info.role, self.screened)
+
+    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        self.task = asyncio.ensure_future(self._run_step(step))
+
+    async def _run_step(self, step: Coroutine[Any, Any, None]) -> None:
         try:
-            await self._run()
+            await step
         except Exception:
             log.exception("session crashed")
             self.close(b"421 4.3.0 Internal error, closing connection\r\n")
         finally:
-            if self.dnsbl_task is not None and not self.dnsbl_task.done():
-                self.dnsbl_task.cancel()
+            self.task = None
+        if not self.closed and self.greeted:
+            self._pump()
 
-    async def _run(self) -> None:
+    def _pump(self) -> None:
+        """Answer every event the engine has; hand the first one that must wait to a task."""
+        e = self.engine
+        while not self.closed and self.task is None:
+            ev = e.next_event()
+            if ev is None:
+                self._flush()
+                if e.wants_close:
+                    self.close()
+                elif self.paused and self.transport is not None:
+                    self.transport.resume_reading()
+                    self.paused = False
+                return
+            step = self._handle(ev)
+            if step is not None:
+                self._spawn(step)
+                return
+
+    def _handle(self, ev: p.Event) -> Coroutine[Any, Any, None] | None:
+        kind = type(ev)
+        if kind is p.RcptTo:
+            return self.on_rcpt(ev)  # type: ignore[arg-type]
+        if kind is p.MailFrom:
+            return self.on_mail(ev)  # type: ignore[arg-type]
+        if kind is p.Helo:
+            return self.on_helo(ev)  # type: ignore[arg-type]
+        if kind is p.DataCommand:
+            return self.on_data()
+        if kind is p.MessageReceived:
+            return self.on_message(ev)  # type: ignore[arg-type]
+        if kind is p.StartTLS:
+            return self.on_starttls()
+        if kind is p.MessageRejected:
+            reason = ev.reason  # type: ignore[union-attr]
+            code = {"too_big": 552, "line_too_long": 500}.get(reason, 550)
+            self.log_decision(
+                self.facts_at(Stage.EOM), Verdict(Action.REJECT, code, "", "", reason)
+            )
+        elif kind is p.Closed:
+            self._flush()
+            self.close()
+        return None
+
+    async def _connect_phase(self) -> None:
         if self.l.greet_pause > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.l.greet_pause):
@@ -396,14 +494,18 @@ class Session(asyncio.Protocol):
                 return
         pregreet = bytes(self.pregreet) if self.pregreet else None
         facts = self.facts_at(Stage.CONNECT, pregreet=pregreet)
-        self.facts = facts  # pregreet is remembered for the later stages
         verdict = await self.decide(facts) if self.needs_policy(Stage.CONNECT) else ACCEPT
+        self._open(facts, verdict)
+
+    def _open(self, facts: Facts, verdict: Verdict) -> None:
+        """After the connect-stage verdict: the banner, or a refusal and close."""
+        self.facts = facts  # pregreet is remembered for the later stages
         if self.rt.on_session:
             self.rt.on_session(self.l.mx, "connect")
         if self.closed:
             return
-        if verdict.action is not Action.ACCEPT or pregreet:
-            self.log_decision(facts, verdict, pregreet_bytes=len(pregreet or b""))
+        if verdict.action is not Action.ACCEPT or facts.pregreet:
+            self.log_decision(facts, verdict, pregreet_bytes=len(facts.pregreet or b""))
         if verdict.action in (Action.DISCONNECT, Action.REJECT, Action.TEMPFAIL):
             self.close(self.reply_of(verdict).to_bytes())
             return
@@ -412,67 +514,49 @@ class Session(asyncio.Protocol):
             return
         self.engine.greet(p.Reply(220, "", f"{self.l.hostname} ESMTP mxguard"))
         self.greeted = True
-        await self.dialogue()
-
-    async def dialogue(self) -> None:
-        e = self.engine
-        while not self.closed:
-            ev = e.next_event()
-            if ev is None:
-                self._flush()
-                if e.wants_close:
-                    self.close()
-                    return
-                await self._wait()
-                continue
-            if isinstance(ev, p.Helo):
-                await self.on_helo(ev)
-            elif isinstance(ev, p.MailFrom):
-                await self.on_mail(ev)
-            elif isinstance(ev, p.RcptTo):
-                await self.on_rcpt(ev)
-            elif isinstance(ev, p.DataCommand):
-                await self.on_data()
-            elif isinstance(ev, p.MessageReceived):
-                await self.on_message(ev)
-            elif isinstance(ev, p.StartTLS):
-                await self.on_starttls()
-            elif isinstance(ev, p.MessageRejected):
-                self.log_decision(
-                    self.facts_at(Stage.EOM),
-                    Verdict(
-                        Action.REJECT, 552 if ev.reason == "too_big" else 550, "", "", ev.reason
-                    ),
-                )
-            elif isinstance(ev, p.Closed):
-                self._flush()
-                self.close()
-                return
-
-    def needs_policy(self, stage: Stage) -> bool:
-        return self.rt.engine.has_checks(stage, self.l.info.role, self.screened)
-
-    async def on_helo(self, ev: p.Helo) -> None:
-        if not self.needs_policy(Stage.HELO):
-            self.engine.send(p.Reply(250, "", self.l.hostname))
-            return
-        facts = self.facts_at(Stage.HELO, helo=ev.name, esmtp=ev.extended)
-        v = await self.decide(facts)
-        if v.action is Action.ACCEPT:
-            self.engine.send(p.Reply(250, "", self.l.hostname))
-        else:
-            self.log_decision(facts, v)
-            self.answer(v)
+        if self.task is None:
+            self._pump()  # else the connect task pumps when it ends
 
     def answer(self, v: Verdict) -> None:
         self.engine.send(self.reply_of(v))
         if v.action is Action.DISCONNECT:
             self.close()
 
-    async def on_mail(self, ev: p.MailFrom) -> None:
-        if not self.needs_policy(Stage.MAIL):
-            self.engine.send(p.Reply(250, "2.1.0", "Sender OK"))
+    def _gate(
+        self, facts: Facts, ok: p.Reply, log_accept: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
+        """Decide a command now if the facts suffice, else return the step that waits."""
+        v = self.decide_now(facts)
+        if v is None:
+            return self._gate_later(facts, ok, log_accept)
+        self._answer_gate(facts, v, ok, log_accept)
+        return None
+
+    async def _gate_later(self, facts: Facts, ok: p.Reply, log_accept: bool) -> None:
+        self._answer_gate(facts, await self.decide(facts), ok, log_accept)
+
+    def _answer_gate(self, facts: Facts, v: Verdict, ok: p.Reply, log_accept: bool) -> None:
+        if log_accept or v.action is not Action.ACCEPT:
+            self.log_decision(facts, v)
+        if self.closed:
             return
+        if v.action is Action.ACCEPT:
+            self.engine.send(ok)
+        else:
+            self.answer(v)
+
+    def on_helo(self, ev: p.Helo) -> Coroutine[Any, Any, None] | None:
+        ok = p.Reply(250, "", self.l.hostname)
+        if not self.needs_policy(Stage.HELO):
+            self.engine.send(ok)
+            return None
+        return self._gate(self.facts_at(Stage.HELO, helo=ev.name, esmtp=ev.extended), ok)
+
+    def on_mail(self, ev: p.MailFrom) -> Coroutine[Any, Any, None] | None:
+        ok = p.Reply(250, "2.1.0", "Sender OK")
+        if not self.needs_policy(Stage.MAIL):
+            self.engine.send(ok)
+            return None
         size = ev.params.get("SIZE")
         facts = self.facts_at(
             Stage.MAIL,
@@ -480,33 +564,18 @@ class Session(asyncio.Protocol):
             recipients=(),
             size=int(size) if size and size.isdigit() else None,
         )
-        v = await self.decide(facts)
-        if v.action is Action.ACCEPT:
-            self.engine.send(p.Reply(250, "2.1.0", "Sender OK"))
-        else:
-            self.log_decision(facts, v)
-            self.answer(v)
+        return self._gate(facts, ok)
 
-    async def on_rcpt(self, ev: p.RcptTo) -> None:
+    def on_rcpt(self, ev: p.RcptTo) -> Coroutine[Any, Any, None] | None:
         facts = self.facts_at(Stage.RCPT, recipient=ev.address)
-        v = await self.decide(facts)
-        self.log_decision(facts, v)
-        if v.action is Action.ACCEPT:
-            self.engine.send(p.Reply(250, "2.1.5", "Recipient OK"))
-        else:
-            self.answer(v)
+        return self._gate(facts, p.Reply(250, "2.1.5", "Recipient OK"), log_accept=True)
 
-    async def on_data(self) -> None:
+    def on_data(self) -> Coroutine[Any, Any, None] | None:
+        ok = p.Reply(354, "", "End data with <CR><LF>.<CR><LF>")
         if not self.needs_policy(Stage.DATA):
-            self.engine.send(p.Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
-            return
-        facts = self.facts_at(Stage.DATA)
-        v = await self.decide(facts)
-        if v.action is Action.ACCEPT:
-            self.engine.send(p.Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
-        else:
-            self.log_decision(facts, v)
-            self.answer(v)
+            self.engine.send(ok)
+            return None
+        return self._gate(self.facts_at(Stage.DATA), ok)
 
     def received_header(self, queue_id: str, recipients: list[str]) -> bytes:
         f = self.facts
@@ -521,6 +590,7 @@ class Session(asyncio.Protocol):
         return line.encode("utf-8", "replace")
 
     async def on_message(self, ev: p.MessageReceived) -> None:
+        """Always a task: the sink stores or delivers before the client hears 250."""
         recipients = list(self.engine.recipients)
         sender = self.engine.sender or ""
         queue_id = new_id()

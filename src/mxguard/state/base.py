@@ -12,6 +12,8 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from mxguard.notnow import NOT_NOW, NotNow
+
 
 class StateUnavailable(Exception):
     """The backend cannot be reached; callers decide whether to tempfail or fall back."""
@@ -100,6 +102,17 @@ class StateStore(ABC):
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
     ) -> GreylistResult:
         """One atomic greylist step for a hashed triplet key (see `greylist_transition`)."""
+
+    def get_now(self, key: str, now: float) -> str | NotNow | None:
+        """`get` without awaiting, when the backend can answer without waiting; else NOT_NOW.
+
+        Lets checks that only read (the blocklist on every RCPT) answer from data_received.
+        """
+        return NOT_NOW
+
+    def counter_add_now(self, key: str, amount: int, window: float, now: float) -> int | NotNow:
+        """`counter_add` without awaiting, when the backend can do it without waiting."""
+        return NOT_NOW
 
     async def ping(self) -> bool:
         return True

@@ -24,6 +24,9 @@ class MemoryState(StateStore):
     async def get(self, key: str, now: float) -> str | None:
         return self._live(key, now)
 
+    def get_now(self, key: str, now: float) -> str | None:
+        return self._live(key, now)
+
     async def put(self, key: str, value: str, ttl: float, now: float) -> None:
         self._kv[key] = (value, now + ttl)
 
@@ -48,6 +51,9 @@ class MemoryState(StateStore):
         return found_entry or found_hash
 
     async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
+        return self.counter_add_now(key, amount, window, now)
+
+    def counter_add_now(self, key: str, amount: int, window: float, now: float) -> int:
         item = self._kv.get(key)
         if item is None or item[1] <= now:
             total, expires = amount, now + window

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mxguard.batching import BatchWorker
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.state.base import GreylistResult, StateStore, StateUnavailable, greylist_transition
 
 T = TypeVar("T")
@@ -70,9 +71,20 @@ class SqliteState(StateStore):
             self._loop_db = db
         return self._loop_db
 
-    def _try_now(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
-        """Run `fn` at once if that needs no waiting; (False, None) means "use the worker"."""
+    def _try_now(
+        self, fn: Callable[[sqlite3.Connection], T], single: bool = False
+    ) -> tuple[bool, T | None]:
+        """Run `fn` at once if that needs no waiting; (False, None) means "use the worker".
+
+        `single`: fn is one statement, which SQLite runs as a transaction of its own.
+        """
         db = self._connect_loop()
+        if single:
+            try:
+                result = fn(db)
+            except sqlite3.OperationalError:
+                return False, None  # another process holds the write lock
+            return True, result
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
@@ -173,6 +185,15 @@ class SqliteState(StateStore):
     async def get(self, key: str, now: float) -> str | None:
         return await self._run(lambda db: self._live(db, key, now))
 
+    def get_now(self, key: str, now: float) -> str | NotNow | None:
+        """A plain read on the loop's connection: WAL readers never wait for a writer."""
+        if self._memory or self._worker is None:
+            return NOT_NOW
+        try:
+            return self._live(self._connect_loop(), key, now)
+        except sqlite3.OperationalError:
+            return NOT_NOW
+
     async def put(self, key: str, value: str, ttl: float, now: float) -> None:
         await self._run(lambda db: self._store(db, key, value, now + ttl))
 
@@ -205,17 +226,33 @@ class SqliteState(StateStore):
 
         return await self._run(op)
 
-    async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
-        def op(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
-            if row is None or row[1] <= now:
-                total, expires = amount, now + window
-            else:
-                total, expires = int(row[0]) + amount, float(row[1])
-            self._store(db, key, str(total), expires)
-            return total
+    def counter_add_now(self, key: str, amount: int, window: float, now: float) -> int | NotNow:
+        if self._memory or self._worker is None:
+            return NOT_NOW
+        done, value = self._try_now(self._counter_op(key, amount, window, now), single=True)
+        return value if done and value is not None else NOT_NOW
 
-        return await self._run(op)
+    async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
+        return await self._run(self._counter_op(key, amount, window, now))
+
+    def _counter_op(
+        self, key: str, amount: int, window: float, now: float
+    ) -> Callable[[sqlite3.Connection], int]:
+        def op(db: sqlite3.Connection) -> int:
+            # one statement, so it is atomic on its own: a new window starts when the old
+            # one has expired, else the amount is added (SET sees the old row's values)
+            row = db.execute(
+                "INSERT INTO kv(key, value, expires) VALUES (?1, ?2, ?3) "
+                "ON CONFLICT(key) DO UPDATE SET "
+                "value = CASE WHEN kv.expires <= ?4 THEN excluded.value "
+                "ELSE CAST(CAST(kv.value AS INTEGER) + ?5 AS TEXT) END, "
+                "expires = CASE WHEN kv.expires <= ?4 THEN excluded.expires ELSE kv.expires END "
+                "RETURNING value",
+                (key, str(amount), now + window, now, amount),
+            ).fetchall()  # all rows: the statement (and its transaction) ends here
+            return int(row[0][0])
+
+        return op
 
     @staticmethod
     def _hash_fields(db: sqlite3.Connection, key: str, now: float) -> dict[str, str] | None:

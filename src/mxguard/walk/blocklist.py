@@ -14,6 +14,7 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass
 
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress
 from mxguard.state.base import StateStore
@@ -74,6 +75,13 @@ class Blocklist:
 
     async def get(self, ip: IPAddress, now: float) -> BlockEntry | None:
         return await self.lookup(self.network(ip), now)
+
+    def get_now(self, ip: IPAddress, now: float) -> BlockEntry | NotNow | None:
+        """`get` without waiting, when the state can answer at once (SQLite, memory)."""
+        value = self.state.get_now(BLOCK_PREFIX + self.network(ip), now)
+        if isinstance(value, NotNow):
+            return NOT_NOW
+        return BlockEntry.from_json(value) if value is not None else None
 
     async def lookup(self, network: str, now: float) -> BlockEntry | None:
         value = await self.state.get(BLOCK_PREFIX + network, now)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import SyncCheck
 from mxguard.policy.facts import Facts, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, disconnect, reject
 
 
-class DenyListCheck(Check):
+class DenyListCheck(SyncCheck):
     name = "access"
     stages = frozenset({Stage.CONNECT, Stage.RCPT})
 
@@ -16,7 +16,7 @@ class DenyListCheck(Check):
         self.deny = deny
         self.stage = Stage.CONNECT if stage == "connect" else Stage.RCPT
 
-    async def check(self, facts: Facts) -> Verdict | None:
+    def check_now(self, facts: Facts) -> Verdict | None:
         if facts.stage is not self.stage or facts.client_ip not in self.deny:
             return None
         text = f"Service unavailable; client [{facts.client_ip}] is on the deny list"

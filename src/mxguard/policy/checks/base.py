@@ -9,8 +9,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.facts import Facts, Role, Stage
 from mxguard.policy.verdict import Verdict
+
+__all__ = ["ALL_ROLES", "NOT_NOW", "Check", "NotNow", "SyncCheck"]
 
 ALL_ROLES = frozenset({Role.PRIMARY, Role.BACKUP, Role.TRAP, Role.RETIRED})
 
@@ -25,3 +28,21 @@ class Check(ABC):
 
     @abstractmethod
     async def check(self, facts: Facts) -> Verdict | None: ...
+
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
+        """The same answer without awaiting, when the check can give one; else NOT_NOW.
+
+        Lets the SMTP listener answer most commands straight from data_received, without a
+        task switch per command; checks that need the state keep the default.
+        """
+        return NOT_NOW
+
+
+class SyncCheck(Check):
+    """A check that decides from the facts alone, so it can always answer at once."""
+
+    @abstractmethod
+    def check_now(self, facts: Facts) -> Verdict | None: ...
+
+    async def check(self, facts: Facts) -> Verdict | None:
+        return self.check_now(facts)

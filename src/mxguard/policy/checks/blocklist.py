@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, Role, Stage
 from mxguard.policy.verdict import Verdict, reject, tempfail
-from mxguard.walk.blocklist import Blocklist
+from mxguard.walk.blocklist import BlockEntry, Blocklist
 
 _NEVER_5XX = frozenset({Role.TRAP, Role.RETIRED})
 
@@ -30,8 +30,16 @@ class BlocklistCheck(Check):
         self.blocklist = blocklist
         self.action = action
 
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
+        entry = self.blocklist.get_now(facts.client_ip, facts.now)
+        if isinstance(entry, NotNow):
+            return NOT_NOW
+        return self._verdict(facts, entry)
+
     async def check(self, facts: Facts) -> Verdict | None:
-        entry = await self.blocklist.get(facts.client_ip, facts.now)
+        return self._verdict(facts, await self.blocklist.get(facts.client_ip, facts.now))
+
+    def _verdict(self, facts: Facts, entry: BlockEntry | None) -> Verdict | None:
         if entry is None:
             return None
         # the text names the client, never the trap that caught it

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from mxguard.dns import DnsListSite, score
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import SyncCheck
 from mxguard.policy.facts import Facts, IPAddress, Stage
 from mxguard.policy.verdict import Verdict, disconnect, reject, tempfail
 
@@ -23,7 +23,7 @@ from mxguard.policy.verdict import Verdict, disconnect, reject, tempfail
 SECRET_ZONE_TEXT = "a DNS blocklist"
 
 
-class DnsblCheck(Check):
+class DnsblCheck(SyncCheck):
     """Is the client listed, by weight, at or above the threshold?
 
     Unknown answers (timeouts, SERVFAIL, 127.255.255.x error codes) count for nothing, so an
@@ -59,7 +59,7 @@ class DnsblCheck(Check):
         self.stage = Stage.CONNECT if stage == "connect" else Stage.RCPT
         self.reply_text = reply_text
 
-    async def check(self, facts: Facts) -> Verdict | None:
+    def check_now(self, facts: Facts) -> Verdict | None:
         if facts.stage is not self.stage or facts.dnsbl is None or facts.trusted_peer:
             return None
         total, matched = score(facts.dnsbl, self.sites)

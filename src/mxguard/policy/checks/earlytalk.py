@@ -7,19 +7,19 @@ logged), or drop at once.
 
 from __future__ import annotations
 
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import SyncCheck
 from mxguard.policy.facts import Facts, Stage
 from mxguard.policy.verdict import Verdict, disconnect, reject, tempfail
 
 
-class EarlyTalkerCheck(Check):
+class EarlyTalkerCheck(SyncCheck):
     name = "early_talker"
     stages = frozenset({Stage.CONNECT, Stage.RCPT})
 
     def __init__(self, action: str) -> None:
         self.action = action
 
-    async def check(self, facts: Facts) -> Verdict | None:
+    def check_now(self, facts: Facts) -> Verdict | None:
         if not facts.pregreet or self.action == "ignore":
             return None
         text = "Protocol error: talked before the greeting"

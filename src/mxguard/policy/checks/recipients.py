@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from mxguard.policy.address import AddressKind, classify
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, Role, Stage
 from mxguard.policy.verdict import Verdict, reject, tempfail
 
@@ -33,26 +33,38 @@ class RecipientCheck(Check):
         self.lookup = lookup
         self.callout = callout
 
-    async def check(self, facts: Facts) -> Verdict | None:
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
         rcpt = facts.recipient or ""
         addr = classify(rcpt, self.local_domains())
         if addr.kind is not AddressKind.LOCAL:
             return None  # relay control answers for these
         known = self.lookup(addr.local, addr.domain)
         if known is None:
-            known = await self.callout(rcpt) if self.callout else None
-            if known is None:
-                return tempfail(
-                    "recipient_unverified",
-                    f"<{rcpt}>: Recipient address cannot be verified now, try again later",
-                    451,
-                    "4.4.3",
-                )
-        if known:
-            return None
+            return NOT_NOW if self.callout else self._unverified(rcpt)
+        return None if known else self._unknown(rcpt)
+
+    async def check(self, facts: Facts) -> Verdict | None:
+        now = self.check_now(facts)
+        if now is not NOT_NOW:
+            return now  # type: ignore[return-value]
+        rcpt = facts.recipient or ""
+        assert self.callout is not None
+        known = await self.callout(rcpt)
+        if known is None:
+            return self._unverified(rcpt)
+        return None if known else self._unknown(rcpt)
+
+    @staticmethod
+    def _unverified(rcpt: str) -> Verdict:
+        return tempfail(
+            "recipient_unverified",
+            f"<{rcpt}>: Recipient address cannot be verified now, try again later",
+            451,
+            "4.4.3",
+        )
+
+    @staticmethod
+    def _unknown(rcpt: str) -> Verdict:
         return reject(
-            "unknown_recipient",
-            f"<{rcpt}>: Recipient address rejected: User unknown",
-            550,
-            "5.1.1",
+            "unknown_recipient", f"<{rcpt}>: Recipient address rejected: User unknown", 550, "5.1.1"
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from mxguard.policy.address import AddressKind, classify
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import SyncCheck
 from mxguard.policy.facts import Facts, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, reject
 
 
-class RelayCheck(Check):
+class RelayCheck(SyncCheck):
     name = "relay"
     stages = frozenset({Stage.RCPT})
 
@@ -17,7 +17,7 @@ class RelayCheck(Check):
         self.local_domains = local_domains
         self.relay_networks = relay_networks
 
-    async def check(self, facts: Facts) -> Verdict | None:
+    def check_now(self, facts: Facts) -> Verdict | None:
         rcpt = facts.recipient or ""
         kind = classify(rcpt, self.local_domains).kind
         if kind is AddressKind.LOCAL:

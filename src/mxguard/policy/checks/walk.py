@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mxguard.policy.checks.base import ALL_ROLES, Check
+from mxguard.policy.checks.base import ALL_ROLES, NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, disconnect, tempfail
@@ -172,6 +172,12 @@ class WalkGate(Check):
 
     def answer_stage(self, mx: MxInfo) -> Stage:
         return Stage.CONNECT if self.trap_answers.get(mx.host) == "connect" else Stage.RCPT
+
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
+        # after connect, only traps and retired addresses have anything to say
+        if facts.stage is not Stage.CONNECT and facts.mx.role not in TRAP_ROLES:
+            return None
+        return NOT_NOW
 
     async def check(self, facts: Facts) -> Verdict | None:
         role = facts.mx.role
