@@ -152,12 +152,12 @@ class SqliteState(StateStore):
             return [StateUnavailable(f"sqlite {self.path}: {exc}")] * len(jobs)
         return results
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], single: bool = False) -> T:
         if self._worker is None:
             self._worker = BatchWorker("mxguard-sqlite", self._batch)
             await self._worker.submit(lambda db: None)  # the schema exists before a fast path
         elif not self._memory:
-            done, value = self._try_now(fn)
+            done, value = self._try_now(fn, single)
             if done:
                 return value  # type: ignore[return-value]
         result: T = await self._worker.submit(fn)
@@ -183,7 +183,7 @@ class SqliteState(StateStore):
         )
 
     async def get(self, key: str, now: float) -> str | None:
-        return await self._run(lambda db: self._live(db, key, now))
+        return await self._run(lambda db: self._live(db, key, now), single=True)
 
     def get_now(self, key: str, now: float) -> str | NotNow | None:
         """A plain read on the loop's connection: WAL readers never wait for a writer."""
