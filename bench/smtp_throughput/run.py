@@ -193,48 +193,23 @@ action = "tempfail"
     return path
 
 
-def start_postfix(tmp: Path, port: int, sink_port: int) -> tuple[Path, int]:
-    conf, queue = tmp / "pf-conf", tmp / "pf-queue"
-    conf.mkdir()
-    shutil.copy("/etc/postfix/master.cf", conf / "master.cf")
-    master = (conf / "master.cf").read_text().splitlines()
-    out = []
-    for line in master:
-        f = line.split()
-        if f and not line.startswith((" ", "#")) and len(f) >= 8:
-            if f[0] == "smtp" and f[1] == "inet":
-                f[0] = f"127.0.0.1:{port}"
-            f[4] = "n"
-            line = " ".join(f)
-        out.append(line)
-    (conf / "master.cf").write_text("\n".join(out) + "\n")
-    (conf / "main.cf").write_text(f"""
-compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {tmp}/pf-data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = mail.example.test
-mydestination =
-relay_domains = example.test
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-mynetworks = 192.0.2.0/24
-relayhost = [127.0.0.1]:{sink_port}
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-maillog_file = {tmp}/pf-maillog
-maillog_file_prefixes = /tmp, /var, {tmp}
-default_process_limit = 100
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-""")
-    (tmp / "pf-data").mkdir()
-    subprocess.run(["chown", "postfix", str(tmp / "pf-data")], check=False)
-    subprocess.run(["postfix", "-c", str(conf), "start"], check=True, capture_output=True)
-    pid = int((queue / "pid/master.pid").read_text().split()[0])
-    return conf, pid
+def start_postfix(port: int, sink_port: int) -> object:
+    """A private Postfix (the tests' fixture) relaying example.test to smtp-sink."""
+    from tests.helpers.postfix import PostfixInstance
+
+    pf = PostfixInstance(
+        smtpd={"mx": port},
+        relay_domains=["example.test"],
+        relay_to=("127.0.0.1", sink_port),
+        extra={
+            "default_process_limit": "100",
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_connection_rate_limit": "0",
+            "smtpd_client_message_rate_limit": "0",
+        },
+    )
+    pf.start()
+    return pf
 
 
 def run_case(name: str, port: int, pid: int, args: argparse.Namespace, rcpt: str) -> Result:
@@ -345,18 +320,17 @@ def main() -> int:
                 procs.append(sink)
                 wait_port(sink_port, sink)
                 port = free_port()
-                conf, pid = start_postfix(tmp, port, sink_port)
+                pf = start_postfix(port, sink_port)
                 try:
-                    wait_port(port, None)
                     results["d"] = run_case(
                         "(d) Postfix, queue to disk, relay to smtp-sink",
                         port,
-                        pid,
+                        pf.master_pid(),  # type: ignore[attr-defined]
                         args,
                         "alice@example.test",
                     )
                 finally:
-                    subprocess.run(["postfix", "-c", str(conf), "stop"], capture_output=True)
+                    pf.stop()  # type: ignore[attr-defined]
         finally:
             for p in procs:
                 if p.poll() is None:
