@@ -76,6 +76,22 @@ def _master_cf(
     return "\n".join(out) + "\n"
 
 
+def stop_master(pid: int, timeout: float = 15.0) -> None:
+    """Stop one Postfix master by PID (never by name): SIGTERM, wait, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
 class PostfixInstance:
     def __init__(
         self,
@@ -199,20 +215,8 @@ class PostfixInstance:
         """SIGTERM to our master only (by its PID file), then wait for it to go."""
         pid = self.master_pid()
         self.started = False
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            stop_master(pid)
 
     def cleanup(self) -> None:
         self.stop()

@@ -8,14 +8,14 @@ of rejection the report counts can be triggered from a scripted client.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers.postfix import stop_master
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
@@ -143,20 +143,8 @@ class Instance:
 
     def stop(self) -> None:
         pid = self.master_pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            stop_master(pid)
 
     def queue_empty(self) -> bool:
         q = self.root / "queue"
