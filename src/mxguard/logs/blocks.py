@@ -217,6 +217,9 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     return res
 
 
+_CONN_NAMES = {"postscreen": "connections_postscreen", "smtpd": "connections_smtpd"}
+
+
 def _conn(
     clients: dict[tuple[bytes | None, str], list[float]],
     tallies: dict[tuple[bytes | None, str], int],
@@ -224,7 +227,7 @@ def _conn(
     ev: tuple[object, ...],
     ts: float | None,
 ) -> None:
-    key = (host, "connections_" + str(ev[2]))
+    key = (host, _CONN_NAMES.get(ev[2]) or "connections_" + str(ev[2]))
     tallies[key] = tallies.get(key, 0) + 1
     ip = ev[1]
     if not isinstance(ip, str):

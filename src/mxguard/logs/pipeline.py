@@ -21,6 +21,7 @@ from mxguard.logs.inputs import Source
 from mxguard.logs.worker import Worker
 
 ADVANCE_EVERY = 20_000
+IN_FLIGHT = 1  # blocks queued per worker (the feeding thread keeps workers busy)
 Progress = Callable[[int], None]
 
 
@@ -52,9 +53,10 @@ class Runner:
             for data in src.blocks():
                 yield parse_block(data)
             return
-        # round robin, one block outstanding per worker: results come back in order
+        # round robin, results come back in order; two blocks in flight per worker, so a
+        # worker never waits for its next block (memory: 2 blocks per worker at most)
         order: deque[Worker] = deque()
-        free = deque(self.workers)
+        free = deque(self.workers * IN_FLIGHT)
         for data in src.blocks():
             if not free:
                 w = order.popleft()

@@ -78,8 +78,31 @@ class Worker:
         self._in = self.proc.stdin.fileno()
         self._out = self.proc.stdout.fileno()
         self.busy = False
+        # Blocks are written by a thread of their own, so the parent can queue the next block
+        # while the worker still parses the last one (no idle gap between blocks) and still
+        # read results meanwhile: two pipes that fill up can never block each other.
+        import queue
+        import threading
+
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="report-feed", daemon=True)
+        self._sender.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            block = self._outbox.get()
+            if block is None:
+                return
+            try:
+                self._write_block(block)
+            except OSError:  # the worker is gone; receive() says so
+                return
 
     def send(self, block: bytes) -> None:
+        self._outbox.put(block)
+        self.busy = True
+
+    def _write_block(self, block: bytes) -> None:
         header = _LEN.pack(len(block))
         sent = os.writev(self._in, [header, block])
         if sent < len(header):
@@ -98,6 +121,8 @@ class Worker:
         return pickle.loads(data)
 
     def close(self) -> None:
+        self._outbox.put(None)
+        self._sender.join(timeout=30)
         try:
             _write_all(self._in, _LEN.pack(0))
             assert self.proc.stdin is not None
@@ -111,6 +136,7 @@ class Worker:
             self.proc.wait()
 
     def kill(self) -> None:
+        self._outbox.put(None)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

@@ -11,7 +11,7 @@ side counters.  Both the pre-3.6 wording (WHITELISTED, BLACKLISTED) and the
 from __future__ import annotations
 
 from mxguard.logs.model import OP_CONN, OP_DROP, OP_REJECT, OP_TALLY, OTHER, RATE
-from mxguard.logs.parsers.common import UNPARSED, bracket_ip, client_of
+from mxguard.logs.parsers.common import UNPARSED, client_of
 from mxguard.logs.parsers.postfix import reject_event
 
 SCREEN_RCPT = "screen_rcpt"
@@ -32,19 +32,30 @@ _TALLY = {
 _QUIET = (b"cach", b"warn", b"erro", b"fata", b"pani", b"entr", b"leav", b"reje")
 
 
+def _first_bracket(msg: bytes) -> str | None:
+    """The address in the first ``[...]`` of a CONNECT/DISCONNECT line (the hot path)."""
+    i = msg.find(b"[")
+    if i <= 0:
+        return None
+    j = msg.find(b"]", i)
+    if j < 0:
+        return None
+    ip = msg[i + 1 : j]
+    if ip[:5] == b"IPv6:":
+        ip = ip[5:]
+    return ip.decode("ascii", "replace") if ip else None
+
+
 def postscreen(service: bytes, msg: bytes) -> object:
     h = msg[:4]
     if h == b"CONN":
-        i = msg.find(b"[")
-        ip = bracket_ip(msg[i : msg.find(b"]", i) + 1]) if i > 0 else None
+        ip = _first_bracket(msg)
         return (OP_CONN, ip, "postscreen") if ip else UNPARSED
     t = _TALLY.get(h)
     if t is not None:
         return t
     if h == b"DISC":
-        i = msg.find(b"[")
-        ip = bracket_ip(msg[i : msg.find(b"]", i) + 1]) if i > 0 else None
-        return (OP_DROP, ip)
+        return (OP_DROP, _first_bracket(msg))
     if h == b"NOQU":
         rest = msg[9:]
         if rest.startswith(b"reject: RCPT "):
