@@ -197,6 +197,12 @@ async def load(port: int, sessions: int, concurrency: int, stats: Stats, seed: i
     return time.monotonic() - start
 
 
+def proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of one process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -328,7 +334,11 @@ def main() -> None:
             await watcher
             return duration, drain
 
+        cpu0, own0 = proc_cpu(backup.pid), time.process_time()
+        harness0 = proc_cpu(dns.pid) + proc_cpu(primary.pid)
         duration, drain = asyncio.run(run())
+        backup_cpu, own_cpu = proc_cpu(backup.pid) - cpu0, time.process_time() - own0
+        harness_cpu = proc_cpu(dns.pid) + proc_cpu(primary.pid) - harness0
         time.sleep(0.5)
         rss = peak_rss(backup.pid)
         arrived: dict[str, float] = {}
@@ -346,6 +356,11 @@ def main() -> None:
             f"client errors {stats.errors}"
         )
         print(f"RCPT answers        {dict(sorted(stats.codes.items()))}")
+        print(
+            f"CPU per session     backup {1000 * backup_cpu / stats.sessions:.3f} ms, "
+            f"load generator {1000 * own_cpu / stats.sessions:.3f} ms, "
+            f"DNS server and primary stand-in {1000 * harness_cpu / stats.sessions:.3f} ms"
+        )
         print(f"backup peak RSS     {rss / 1024**2:.1f} MiB")
         print(f"spool peak          {peak[0]} bytes")
         print(f"drain after load    {drain:.2f}s")

@@ -254,21 +254,14 @@ class SqliteState(StateStore):
 
         return op
 
-    @staticmethod
-    def _hash_fields(db: sqlite3.Connection, key: str, now: float) -> dict[str, str] | None:
-        row = db.execute("SELECT expires FROM hash_expiry WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        if row[0] <= now:
-            db.execute("DELETE FROM hashes WHERE key = ?", (key,))
-            db.execute("DELETE FROM hash_expiry WHERE key = ?", (key,))
-            return None
-        rows = db.execute("SELECT field, value FROM hashes WHERE key = ?", (key,)).fetchall()
-        return {str(f): str(v) for f, v in rows}
-
     async def hash_put(self, key: str, field: str, value: str, ttl: float, now: float) -> None:
         def op(db: sqlite3.Connection) -> None:
-            self._hash_fields(db, key, now)  # drops an expired hash first
+            # an expired hash starts empty: its old fields go before the new one is written
+            db.execute(
+                "DELETE FROM hashes WHERE key = ?1 AND EXISTS "
+                "(SELECT 1 FROM hash_expiry WHERE key = ?1 AND expires <= ?2)",
+                (key, now),
+            )
             db.execute(
                 "INSERT INTO hashes(key, field, value) VALUES (?, ?, ?) "
                 "ON CONFLICT(key, field) DO UPDATE SET value = excluded.value",
@@ -283,7 +276,16 @@ class SqliteState(StateStore):
         await self._run(op)
 
     async def hash_get(self, key: str, now: float) -> dict[str, str]:
-        return await self._run(lambda db: self._hash_fields(db, key, now) or {})
+        def op(db: sqlite3.Connection) -> dict[str, str]:
+            # one statement, so a read needs no transaction; expired rows are left for purge
+            rows = db.execute(
+                "SELECT h.field, h.value FROM hash_expiry e JOIN hashes h ON h.key = e.key "
+                "WHERE e.key = ? AND e.expires > ?",
+                (key, now),
+            ).fetchall()
+            return {str(f): str(v) for f, v in rows}
+
+        return await self._run(op, single=True)
 
     async def hash_delete(self, key: str, field: str) -> bool:
         def op(db: sqlite3.Connection) -> bool:
