@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
-BLOCK_SIZE = 1024 * 1024
+BLOCK_SIZE = 512 * 1024  # bytes of whole lines per block: bounds memory, keeps workers busy
 
 
 class InputError(Exception):
