@@ -265,9 +265,10 @@ def main() -> int:
                     "(a) aiosmtpd, accept and discard", port, p.pid, args, "alice@example.test"
                 )
                 p.terminate()
-            if "b" in only:
+
+            def run_mxguard(name: str, full: bool, dns_port: int | None) -> Result:
                 port = free_port()
-                cfg = mxguard_config(tmp, port, False, None)
+                cfg = mxguard_config(tmp, port, full, dns_port)
                 p = subprocess.Popen(
                     [py, "-m", "mxguard", "serve", "-c", str(cfg)],
                     stdout=subprocess.DEVNULL,
@@ -275,14 +276,12 @@ def main() -> int:
                 )
                 procs.append(p)
                 wait_port(port, p)
-                results["b"] = run_case(
-                    "(b) mxguard engine, checks off, discard",
-                    port,
-                    p.pid,
-                    args,
-                    "alice@example.test",
-                )
+                result = run_case(name, port, p.pid, args, "alice@example.test")
                 p.terminate()
+                return result
+
+            if "b" in only:
+                results["b"] = run_mxguard("(b) mxguard engine, checks off, discard", False, None)
             if "c" in only:
                 from tests.helpers.dnsserver import DnsTestServer
 
@@ -290,24 +289,10 @@ def main() -> int:
                 dns.start()
                 dns.set_zone("zen.dnsbl.test", "")
                 dns.set_zone("list.dnswl.test", "")
-                port = free_port()
                 dns_port = int(dns.nameserver.rsplit(":", 1)[1])
-                cfg = mxguard_config(tmp, port, True, dns_port)
-                p = subprocess.Popen(
-                    [py, "-m", "mxguard", "serve", "-c", str(cfg)],
-                    stdout=subprocess.DEVNULL,
-                    cwd=tmp,
+                results["c"] = run_mxguard(
+                    "(c) mxguard primary, all checks, Maildir", True, dns_port
                 )
-                procs.append(p)
-                wait_port(port, p)
-                results["c"] = run_case(
-                    "(c) mxguard primary, all checks, Maildir",
-                    port,
-                    p.pid,
-                    args,
-                    "alice@example.test",
-                )
-                p.terminate()
                 dns.stop()
                 delivered = sum(1 for _ in (tmp / "maildir/example.test/alice/new").iterdir())
                 print(f"      Maildir holds {delivered} messages (fsync'd before each 250)")
