@@ -21,6 +21,9 @@ from mxguard.policy.verdict import Verdict
 
 log = logging.getLogger("mxguard.events")
 
+# One encoder for every line: json.dumps with options builds a new encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 class EventLog:
     def __init__(self, path: str | Path | None) -> None:
@@ -50,7 +53,7 @@ class EventLog:
             listener(event)
         if self._fd is None:
             return
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = _encode(event) + "\n"
         self._buffer.append(line)
         self._buffered += len(line)
         if self._buffered > 256 * 1024:

@@ -585,7 +585,7 @@ class Session(asyncio.Protocol):
         rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
         line = (
             f"Received: from {helo} ([{f.client_ip}])\r\n\tby {self.l.hostname} (mxguard) "
-            f"with {proto} id {queue_id}{rcpt};\r\n\t{formatdate(self.rt.clock())}\r\n"
+            f"with {proto} id {queue_id}{rcpt};\r\n\t{_date(self.rt.clock())}\r\n"
         )
         return line.encode("utf-8", "replace")
 
@@ -629,6 +629,19 @@ class Session(asyncio.Protocol):
         self.transport = new
         self.tls = True
         self.engine.tls_started()
+
+
+_dates: dict[int, str] = {}
+
+
+def _date(t: float) -> str:
+    """The RFC 5322 date of a Received: header, formatted once per second."""
+    second = int(t)
+    text = _dates.get(second)
+    if text is None:
+        _dates.clear()  # only the current second is worth keeping
+        text = _dates[second] = formatdate(second)
+    return text
 
 
 def _message_id(data: bytes) -> str | None:
