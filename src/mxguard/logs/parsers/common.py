@@ -115,6 +115,17 @@ _RATE = (
 _SPAM = (b"spam", b"virus", b"malware", b"infected", b"local_scan", b"content rejected")
 
 
+#: most specific first (see classify)
+_CLASSES = (
+    (_GREY, GREYLIST),
+    (_SCREEN, SCREEN),
+    (_UNKNOWN, UNKNOWN),
+    (_RELAY, RELAY),
+    (_RATE, RATE),
+    (_SPAM, SPAM),
+)
+
+
 def classify(reason: bytes, default: str = OTHER) -> str:
     """Map a rejection's reply text to a report column.
 
@@ -122,22 +133,8 @@ def classify(reason: bytes, default: str = OTHER) -> str:
     can mention users; the more specific class is tried first.
     """
     t = reason.lower()
-    for w in _GREY:
-        if w in t:
-            return GREYLIST
-    for w in _SCREEN:
-        if w in t:
-            return SCREEN
-    for w in _UNKNOWN:
-        if w in t:
-            return UNKNOWN
-    for w in _RELAY:
-        if w in t:
-            return RELAY
-    for w in _RATE:
-        if w in t:
-            return RATE
-    for w in _SPAM:
-        if w in t:
-            return SPAM
+    for words, kind in _CLASSES:
+        for w in words:
+            if w in t:
+                return kind
     return default
