@@ -252,17 +252,22 @@ async def test_early_talker_is_caught_by_the_greet_pause(tmp_path: Path) -> None
         assert any(e["reason"] == "pregreet" and e["stage"] == "rcpt" for e in events)
 
 
-async def test_starttls_with_self_signed_certificate(tmp_path: Path) -> None:
+def tls_setup(tmp_path: Path) -> tuple[str, ssl.SSLContext]:
+    """A self-signed CA and a certificate for the MX: the [tls] config and a client context."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("mail.example.test", "127.0.0.1")
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(cert_path)
     cert.private_key_pem.write_to_path(key_path)
-    extra = f'[tls]\ncert = "{cert_path}"\nkey = "{key_path}"\n'
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return f'[tls]\ncert = "{cert_path}"\nkey = "{key_path}"\n', ctx
+
+
+async def test_starttls_with_self_signed_certificate(tmp_path: Path) -> None:
+    extra, ctx = tls_setup(tmp_path)
     async with running(tmp_path, extra) as srv:
-        ctx = ssl.create_default_context()
-        ca.configure_trust(ctx)
 
         def send() -> None:
             with smtplib.SMTP("127.0.0.1", srv.port(), timeout=10) as s:
@@ -279,15 +284,8 @@ async def test_starttls_with_self_signed_certificate(tmp_path: Path) -> None:
 
 
 async def test_starttls_discards_pipelined_plaintext(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("mail.example.test", "127.0.0.1")
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(cert_path)
-    cert.private_key_pem.write_to_path(key_path)
-    async with running(tmp_path, f'[tls]\ncert = "{cert_path}"\nkey = "{key_path}"\n') as srv:
-        ctx = ssl.create_default_context()
-        ca.configure_trust(ctx)
+    extra, ctx = tls_setup(tmp_path)
+    async with running(tmp_path, extra) as srv:
 
         def attack() -> bytes:
             sock = socket.create_connection(("127.0.0.1", srv.port()), timeout=5)
