@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
 
 import click
 
 from mxguard import __version__
-from mxguard.cliutil import config_option, err, fail, setup_logging
+from mxguard.cliutil import config_option, err, fail, loop_factory, setup_logging
 from mxguard.config import ConfigError, effective_toml, load_config
 
 
@@ -27,19 +26,6 @@ def main() -> None:
     Start the demo tier:   mxguard serve
     Check a config:        mxguard check-config -c mxguard.toml
     """
-
-
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when asked or available (about twice the sessions per CPU second), else asyncio."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            fail("server.event_loop: uvloop is not installed (pip install uvloop)")
-        return None
-    return uvloop.new_event_loop
 
 
 @main.command()

@@ -6,8 +6,10 @@ the command group (which imports the sub-commands: a cycle).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -42,3 +44,16 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked or available (about twice the sessions per CPU second), else asyncio."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            fail("server.event_loop: uvloop is not installed (pip install uvloop)")
+        return None
+    return uvloop.new_event_loop

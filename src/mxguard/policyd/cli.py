@@ -35,7 +35,7 @@ def policyd(config_path: str | None, log_level: str | None) -> None:
     main.cf:  smtpd_recipient_restrictions = ..., reject_unauth_destination,
                   check_policy_service inet:127.0.0.1:10023
     """
-    from mxguard.cliutil import fail, setup_logging
+    from mxguard.cliutil import fail, loop_factory, setup_logging
     from mxguard.config import ConfigError, load_config
     from mxguard.policyd.server import run_forever
 
@@ -46,7 +46,8 @@ def policyd(config_path: str | None, log_level: str | None) -> None:
         return
     setup_logging(log_level or cfg.log.level)
     try:
-        code = asyncio.run(run_forever(cfg, lambda line: print(line, flush=True)))
+        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
+            code = runner.run(run_forever(cfg, lambda line: print(line, flush=True)))
     except ConfigError as exc:
         fail(str(exc))
         return
