@@ -21,6 +21,7 @@ import aiosmtplib
 from mxguard.batching import BatchWorker
 from mxguard.config import parse_hostport
 from mxguard.durable import fsync_dir, write_synced
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import split_address
 
 
@@ -47,6 +48,13 @@ class Target(ABC):
         self, sender: str, recipients: list[str], data: bytes, queue_id: str
     ) -> DeliveryResult: ...
 
+    def deliver_now(
+        self, sender: str, recipients: list[str], data: bytes, queue_id: str
+    ) -> DeliveryResult | NotNow:
+        """`deliver`, for a target that can finish without waiting; NOT_NOW otherwise (and
+        nothing was done)."""
+        return NOT_NOW
+
     async def close(self) -> None:
         return None
 
@@ -65,6 +73,11 @@ class DiscardTarget(Target):
     description = "discard"
 
     async def deliver(
+        self, sender: str, recipients: list[str], data: bytes, queue_id: str
+    ) -> DeliveryResult:
+        return DeliveryResult(accepted=list(recipients))
+
+    def deliver_now(
         self, sender: str, recipients: list[str], data: bytes, queue_id: str
     ) -> DeliveryResult:
         return DeliveryResult(accepted=list(recipients))

@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.blocklist import BlocklistCheck
 from mxguard.policy.checks.walk import (
     BackupWalkCheck,
@@ -218,6 +219,32 @@ async def test_trusted_and_allowlisted_clients_are_answered_but_never_judged() -
         assert v is not None and (v.code, v.reason) == (421, f.mx.role.value)
         assert await bl.get(f.client_ip, 1000.0) is None
         assert await sightings.contacts(f.client_ip, 1000.0) == {}
+
+
+@pytest.mark.parametrize("answer", ["rcpt", "connect"])
+async def test_gate_answers_without_waiting_exactly_when_there_is_nothing_to_record(
+    answer: str,
+) -> None:
+    """check_now spares the SMTP listener a task per connection; when it answers, the answer
+    is the one `check` gives, and it waits (NOT_NOW) whenever sightings are to be kept."""
+    gate, _, bl, sightings = await make(answer)
+    exempt = (
+        facts(Stage.CONNECT, "trap", trusted_peer=True),
+        facts(Stage.RCPT, "trap", trusted_peer=True),
+        facts(Stage.CONNECT, "old", ip="198.51.100.9"),
+        facts(Stage.CONNECT, "mail", ip="198.51.100.9"),
+    )
+    for f in exempt:
+        assert gate.check_now(f) == await gate.check(f)
+    assert await sightings.contacts(ipaddress.ip_address("198.51.100.9"), 1000.0) == {}
+    for f in (facts(Stage.CONNECT, "mail"), facts(Stage.CONNECT, "trap")):
+        assert gate.check_now(f) is NOT_NOW
+    assert gate.check_now(facts(Stage.RCPT, "mail")) is None  # after connect: traps only
+    gate.record = False  # a tier nobody judges (primaries only): every answer is immediate
+    for stage, host in [(Stage.CONNECT, "mail"), (Stage.CONNECT, "trap"), (Stage.RCPT, "old")]:
+        f = facts(stage, host)
+        assert gate.check_now(f) == await gate.check(f)
+    assert await bl.get(ipaddress.ip_address("192.0.2.7"), 1000.0) is None
 
 
 async def test_backup_check_tempfails_a_skip_only() -> None:

@@ -25,9 +25,10 @@ from typing import Any, Protocol
 
 from mxguard.config import Config, MxSettings, parse_hostport
 from mxguard.events import EventLog
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.engine import Pending, PolicyEngine
-from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Stage
+from mxguard.policy.facts import DnsListAnswer, Facts, IPAddress, MxInfo, Stage
 from mxguard.policy.verdict import ACCEPT, Action, Verdict, tempfail
 from mxguard.smtp import protocol as p
 from mxguard.state.base import StateUnavailable
@@ -52,6 +53,23 @@ _PREFIX = _base36((int(time.time()) << 16) | (os.getpid() & 0xFFFF))
 def new_id() -> str:
     """A short id for sessions and messages, unique per host: start time, pid and a counter."""
     return f"{_PREFIX}{next(_ids):07X}"
+
+
+_peers: dict[str, IPAddress] = {}
+
+
+def _peer_ip(host: str) -> IPAddress:
+    """The client's address, IPv4-mapped IPv6 as IPv4; parsed once per address, because
+    `ipaddress` is slow Python and the same clients come back."""
+    ip = _peers.get(host)
+    if ip is None:
+        parsed = ipaddress.ip_address(host.split("%", 1)[0])
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+            parsed = parsed.ipv4_mapped
+        if len(_peers) >= 4096:
+            _peers.clear()
+        ip = _peers[host] = parsed
+    return ip
 
 
 @dataclass
@@ -129,6 +147,8 @@ class Listener:
         self.mx = mx
         self.rt = runtime
         self.sink = sink
+        #: the sink's answer without waiting, when it has one (or NOT_NOW when it must wait)
+        self.sink_now: Callable[[Message], Verdict | NotNow] | None = getattr(sink, "now", None)
         cfg = runtime.config
         self.info = MxInfo(mx.host, mx.role, mx.preference)
         self.hostname = cfg.server.hostname or mx.host
@@ -209,10 +229,7 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here.
         self.transport = typing.cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        ip = ipaddress.ip_address(peer[0].split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = _peer_ip(transport.get_extra_info("peername")[0])
         self.net = self.rt.gate.enter(ip)
         self.facts = Facts(
             stage=Stage.CONNECT,
@@ -344,19 +361,41 @@ class Session(asyncio.Protocol):
         )
         self.close(f"421 4.4.2 {self.l.hostname} Error: timeout exceeded\r\n".encode())
 
-    def facts_at(self, stage: Stage, **changes: Any) -> Facts:
-        assert self.facts is not None
+    def facts_at(
+        self,
+        stage: Stage,
+        recipient: str | None = None,
+        size: int | None = None,
+        **changes: Any,
+    ) -> Facts:
+        """The session's facts at `stage`, from what the engine knows now.
+
+        Built positionally: this runs for every command, and `Facts.at`'s keyword merging
+        costs a dict and a lookup per field. `changes` is for the rarer overrides.
+        """
+        f = self.facts
+        assert f is not None
         e = self.engine
-        values: dict[str, Any] = {
-            "now": self.rt.clock(),
-            "helo": e.helo_name,
-            "esmtp": e.esmtp,
-            "tls": self.tls,
-            "sender": e.sender,
-            "recipients": tuple(e.recipients),
-        }
-        values.update(changes)
-        return self.facts.at(stage, **values)
+        facts = Facts(
+            stage,
+            self.rt.clock(),
+            f.client_ip,
+            f.mx,
+            f.session_id,
+            f.client_name,
+            e.helo_name,
+            e.esmtp,
+            self.tls,
+            e.sender,
+            recipient,
+            tuple(e.recipients),
+            size,
+            f.dnsbl,
+            f.pregreet,
+            f.trusted_peer,
+            f.extra,
+        )
+        return facts.at(stage, **changes) if changes else facts
 
     def log_decision(self, facts: Facts, verdict: Verdict, **extra: Any) -> None:
         self.rt.events.decision(facts, verdict, **extra)
@@ -428,6 +467,8 @@ class Session(asyncio.Protocol):
         return self.rt.engine.has_checks(stage, self.l.info.role, self.screened)
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        # Always a task, never run eagerly: code under a step (redis-py, aiosmtplib) may use
+        # asyncio.timeout(), which needs a current task.
         self.task = asyncio.ensure_future(self._run_step(step))
 
     async def _run_step(self, step: Coroutine[Any, Any, None]) -> None:
@@ -589,20 +630,53 @@ class Session(asyncio.Protocol):
         )
         return line.encode("utf-8", "replace")
 
-    async def on_message(self, ev: p.MessageReceived) -> None:
-        """Always a task: the sink stores or delivers before the client hears 250."""
+    def on_message(self, ev: p.MessageReceived) -> Coroutine[Any, Any, None] | None:
+        """The sink stores or delivers before the client hears 250: at once when it can
+        answer without waiting (a sink with a `now` method that does not say NOT_NOW),
+        else in the session's task."""
         recipients = list(self.engine.recipients)
         sender = self.engine.sender or ""
         queue_id = new_id()
         facts = self.facts_at(Stage.EOM, size=len(ev.data))
-        v = await self.decide(facts) if self.needs_policy(Stage.EOM) else ACCEPT
+        if self.needs_policy(Stage.EOM):
+            return self._message_later(ev, facts, queue_id, sender, recipients)
+        msg = Message(
+            queue_id,
+            sender,
+            recipients,
+            self.received_header(queue_id, recipients) + ev.data,
+            facts,
+        )
+        now = self.l.sink_now
+        v = now(msg) if now is not None else NOT_NOW
+        if isinstance(v, NotNow):
+            return self._deliver_later(ev, msg)
+        self._message_answered(ev, msg, v)
+        return None
+
+    async def _message_later(
+        self, ev: p.MessageReceived, facts: Facts, queue_id: str, sender: str, rcpts: list[str]
+    ) -> None:
+        v = await self.decide(facts)
+        data = self.received_header(queue_id, rcpts) + ev.data
+        msg = Message(queue_id, sender, rcpts, data, facts)
         if v.action is Action.ACCEPT:
-            data = self.received_header(queue_id, recipients) + ev.data
-            v = await self.sink(Message(queue_id, sender, recipients, data, facts))
-        msgid = _message_id(ev.data)
-        self.log_decision(facts, v, queue_id=queue_id, msgid=msgid, rcpt_count=len(recipients))
+            v = await self.sink(msg)
+        self._message_answered(ev, msg, v)
+
+    async def _deliver_later(self, ev: p.MessageReceived, msg: Message) -> None:
+        self._message_answered(ev, msg, await self.sink(msg))
+
+    def _message_answered(self, ev: p.MessageReceived, msg: Message, v: Verdict) -> None:
+        self.log_decision(
+            msg.facts,
+            v,
+            queue_id=msg.queue_id,
+            msgid=_message_id(ev.data),
+            rcpt_count=len(msg.recipients),
+        )
         if v.action is Action.ACCEPT and v.code == 250:
-            self.engine.send(p.Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+            self.engine.send(p.Reply(250, "2.0.0", f"Ok: queued as {msg.queue_id}"))
         else:
             self.answer(v)
 

@@ -6,7 +6,8 @@ queues durably (queue/); trap and retired roles never reach DATA, their checks a
 
 from __future__ import annotations
 
-from mxguard.delivery import Target
+from mxguard.delivery import DeliveryResult, Target
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.verdict import Verdict, accept, reject, tempfail
 from mxguard.smtp.listener import Message
 
@@ -24,6 +25,15 @@ class DeliverSink:
 
     async def __call__(self, msg: Message) -> Verdict:
         result = await self.target.deliver(msg.sender, msg.recipients, msg.data, msg.queue_id)
+        return self._verdict(msg, result)
+
+    def now(self, msg: Message) -> Verdict | NotNow:
+        """For a target that stores without waiting (the discard target); else NOT_NOW."""
+        result = self.target.deliver_now(msg.sender, msg.recipients, msg.data, msg.queue_id)
+        return NOT_NOW if isinstance(result, NotNow) else self._verdict(msg, result)
+
+    @staticmethod
+    def _verdict(msg: Message, result: DeliveryResult) -> Verdict:
         if result.temp_failed:
             code, status, text = next(iter(result.temp_failed.values()))
             return tempfail("delivery_deferred", text or "Try again later", code, status or "4.3.0")
@@ -39,4 +49,7 @@ class NeverAcceptSink:
     """For roles that must never take a message (trap, retired): a safety net behind their checks."""
 
     async def __call__(self, msg: Message) -> Verdict:
+        return self.now(msg)
+
+    def now(self, msg: Message) -> Verdict:
         return tempfail("trap", "Try again later", 451, "4.3.2")

@@ -73,6 +73,13 @@ class WalkFeature:
         self.health = Health(state, w.health_window)
         self.blocklist = Blocklist(state, cfg.blocklist.ipv4_prefix, cfg.blocklist.ipv6_prefix)
         self.record = any(m.role in _JUDGING_ROLES for m in cfg.mx)
+        # Outcomes only matter to a tier that judges walks; without one, stay off the event
+        # log's listener list, so that every decision line is not turned into a dict for us.
+        listeners = self.server.events.listeners
+        if self.record and self.on_event not in listeners:
+            listeners.append(self.on_event)
+        elif not self.record and self.on_event in listeners:
+            listeners.remove(self.on_event)
         self.exempt = NetworkSet((*cfg.access.allow, *cfg.relay.trusted_peers))
         self.hosts = {m.host: m for m in cfg.mx}
 
@@ -240,7 +247,6 @@ def install(server: Server) -> None:
     feature = WalkFeature(server)
     server.extensions.insert(0, feature.extension)
     server.runtime_hooks.append(feature.attach)
-    server.events.listeners.append(feature.on_event)
     server.tasks.append(asyncio.create_task(feature.heartbeat_loop(), name="walk heartbeat"))
     server.closers.append(feature.close)
     _installed[id(server)] = feature

@@ -175,9 +175,18 @@ class WalkGate(Check):
 
     def check_now(self, facts: Facts) -> Verdict | NotNow | None:
         # after connect, only traps and retired addresses have anything to say
-        if facts.stage is not Stage.CONNECT and facts.mx.role not in TRAP_ROLES:
+        role = facts.mx.role
+        if facts.stage is not Stage.CONNECT and role not in TRAP_ROLES:
             return None
-        return NOT_NOW
+        if self.record and not self.exempted(facts):
+            return NOT_NOW  # sightings to read and write
+        # Nothing to record or read (a tier nobody judges, an exempt client): `check` would
+        # answer from the role alone, so answer now and spare the session a task.
+        if facts.stage is Stage.CONNECT:
+            if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
+                return trap_verdict(role, None, Stage.CONNECT)
+            return None
+        return trap_verdict(role, None, Stage.RCPT)
 
     async def check(self, facts: Facts) -> Verdict | None:
         role = facts.mx.role
