@@ -80,16 +80,20 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     seconds = _SECONDS
     silent = _SILENT
     conn_names = _CONN_NAMES
-    n_json = n_exim = n_sys = 0
+    n_json = n_exim = 0
     last_by_host: dict[bytes | None, list[tuple[object, ...]]] = {}
     seen_roles: set[tuple[object, object]] = set()
     corrupt = 0
-    n = 0
+    blank = 0  # whitespace-only lines: neither counted nor corrupt
     ev: object
-    for line in data.split(b"\n"):
+    # Rare features, looked for once per block (a scan in C) instead of on every line.
+    has_cr = b"\r" in data
+    has_repeats = b"message repeated " in data
+    has_solaris_ids = b"[ID " in data
+    lines = data.split(b"\n")
+    for line in lines:
         if not line:
             continue
-        n += 1
         if line[10:11] == b"T":
             # RFC 3339 syslog, the common case on current systems: inlined for speed
             parts = line.split(b" ", 3)
@@ -103,7 +107,7 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                     sp = None
                 else:
                     fmt, raw, hb, msg = RFC3339, parts[0], parts[1], parts[3]
-                    if msg[:1] == b"[" and msg[:4] == b"[ID " and b"] " in msg[:40]:
+                    if has_solaris_ids and msg[:4] == b"[ID " and b"] " in msg[:40]:
                         msg = msg[msg.find(b"] ") + 2 :]
                     sp = True
         else:
@@ -128,7 +132,6 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                     fmt, raw, hb, resolved, msg = full
                     sp = True
         if sp:
-            n_sys += 1
             handler, service, prog = resolved  # type: ignore[misc]
             if handler in silent:
                 continue
@@ -144,9 +147,9 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                                 append((ts, hb, e))
                         continue
             else:
-                if msg[-1:] == b"\r":
+                if has_cr and msg[-1:] == b"\r":
                     msg = msg[:-1]
-                if msg[:17] == b"message repeated " and b": [" in msg:
+                if has_repeats and msg[:17] == b"message repeated " and b": [" in msg:
                     count = _repeat_count(msg) or 1
                     ev = handler(service, msg[msg.find(b": [") + 3 :].rstrip(b"]").strip())
                     if ev is not None and ev is not UNPARSED:
@@ -201,7 +204,7 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                 if keep_samples and len(res.corrupt_samples) < SAMPLES_PER_PROGRAM:
                     res.corrupt_samples.append(line[:300].decode("utf-8", "replace"))
             else:
-                n -= 1
+                blank += 1
             continue
         if ev is None:
             continue
@@ -251,7 +254,10 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
         (name(h), k): [_epoch(v[0]), _epoch(v[1]), v[2]]  # type: ignore[list-item]
         for (h, k), v in clients.items()
     }
-    res.lines = n
+    # Every non-empty line is syslog, exim, json, corrupt or blank: the line counts
+    # follow from the others rather than being counted in the loop.
+    res.lines = len(lines) - lines.count(b"") - blank
+    n_sys = res.lines - n_json - n_exim - corrupt
     res.corrupt = corrupt
     res.formats = {k: v for k, v in (("syslog", n_sys), ("exim", n_exim), ("json", n_json)) if v}
     return res
