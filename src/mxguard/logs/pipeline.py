@@ -35,10 +35,13 @@ class Runner:
     """Hands blocks to the worker processes (or parses in-process for one job) and
     yields results in input order."""
 
-    def __init__(self, jobs: int, processes: bool | None = None) -> None:
+    def __init__(self, src: Source, jobs: int, processes: bool | None = None) -> None:
         self.jobs = jobs
         use = jobs > 1 if processes is None else processes
-        self.workers: list[Worker] = [Worker() for _ in range(jobs)] if use else []
+        # workers read a plain file themselves (see Source.spans)
+        self.direct = src.direct
+        fd = src.fileno() if self.direct else None
+        self.workers: list[Worker] = [Worker(fd) for _ in range(jobs)] if use else []
 
     def close(self) -> None:
         for w in self.workers:
@@ -57,14 +60,24 @@ class Runner:
         # worker never waits for its next block (memory: 2 blocks per worker at most)
         order: deque[Worker] = deque()
         free = deque(self.workers * IN_FLIGHT)
-        for data in src.blocks():
-            if not free:
-                w = order.popleft()
-                yield w.receive()  # type: ignore[misc]
-                free.append(w)
-            w = free.popleft()
-            w.send(data)
-            order.append(w)
+        if self.direct:
+            for start, end in src.spans():
+                if not free:
+                    w = order.popleft()
+                    yield w.receive()  # type: ignore[misc]
+                    free.append(w)
+                w = free.popleft()
+                w.send_span(start, end)
+                order.append(w)
+        else:
+            for data in src.blocks():
+                if not free:
+                    w = order.popleft()
+                    yield w.receive()  # type: ignore[misc]
+                    free.append(w)
+                w = free.popleft()
+                w.send(data)
+                order.append(w)
         while order:
             yield order.popleft().receive()  # type: ignore[misc]
 
@@ -73,11 +86,11 @@ def run(
     analysis: Analysis, sources: list[Source], jobs: int, progress: Progress | None = None
 ) -> None:
     if len(sources) == 1:
-        runners = [Runner(jobs)]
+        runners = [Runner(sources[0], jobs)]
     else:
         # each file gets its own workers so that the time merge can pull from any
         per = max(1, jobs // len(sources))
-        runners = [Runner(per, processes=jobs > 1 and i < jobs) for i in range(len(sources))]
+        runners = [Runner(s, per, processes=jobs > 1 and i < jobs) for i, s in enumerate(sources)]
     try:
         if len(sources) == 1:
             _single(analysis, runners[0], sources[0], progress)
