@@ -13,13 +13,11 @@ block the other on a full pipe.
 from __future__ import annotations
 
 import os
-import pickle
 import struct
-import subprocess
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
+from _pickle import dumps, loads  # what pickle re-exports, without pickle.py's imports
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into workers
 if TYPE_CHECKING:
     import queue
     import threading
@@ -80,7 +78,7 @@ def main(fd: int | None = None) -> None:
             data = _pread_exact(fd, n, offset)
         res = parse_block(data)
         del data
-        out = pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL)
+        out = dumps(res, protocol=5)
         del res
         _write_all(1, _LEN.pack(len(out)) + out)
 
@@ -89,6 +87,10 @@ class Worker:
     """Parent side of one worker process; ``fd``, if given, is a file it may read spans of."""
 
     def __init__(self, fd: int | None = None) -> None:
+        # imported here: the worker side, which imports this module too, needs neither
+        import subprocess
+        from pathlib import Path
+
         src = str(Path(__file__).resolve().parents[2])
         code = (
             f"import sys; sys.path.insert(0, {src!r}); from mxguard.logs.worker import main; "
@@ -158,7 +160,7 @@ class Worker:
         except EOFError:
             raise RuntimeError(f"parser worker exited with status {self.proc.wait()}") from None
         self.busy = False
-        return pickle.loads(data)
+        return loads(data)
 
     def close(self) -> None:
         if self._outbox is not None and self._sender is not None:
@@ -170,6 +172,8 @@ class Worker:
             self.proc.stdin.close()
         except OSError:
             pass
+        import subprocess
+
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
