@@ -14,6 +14,7 @@ import heapq
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from mxguard.logs.analysis import Analysis
 from mxguard.logs.blocks import BlockResult, parse_block
@@ -22,6 +23,10 @@ from mxguard.logs.worker import Worker
 
 ADVANCE_EVERY = 20_000
 IN_FLIGHT = 1  # blocks queued per worker (the feeding thread keeps workers busy)
+# Spans (plain files) queued per worker: a queued span costs a few bytes, so each
+# worker has its next block waiting and never idles while the parent merges results.
+SPANS_IN_FLIGHT = 2
+T = TypeVar("T")
 Progress = Callable[[int], None]
 
 
@@ -45,6 +50,8 @@ class Runner:
 
     def close(self) -> None:
         for w in self.workers:
+            w.stop()
+        for w in self.workers:
             w.close()
 
     def terminate(self) -> None:
@@ -56,28 +63,25 @@ class Runner:
             for data in src.blocks():
                 yield parse_block(data)
             return
-        # round robin, results come back in order; two blocks in flight per worker, so a
-        # worker never waits for its next block (memory: 2 blocks per worker at most)
-        order: deque[Worker] = deque()
-        free = deque(self.workers * IN_FLIGHT)
         if self.direct:
-            for start, end in src.spans():
-                if not free:
-                    w = order.popleft()
-                    yield w.receive()  # type: ignore[misc]
-                    free.append(w)
-                w = free.popleft()
-                w.send_span(start, end)
-                order.append(w)
+            yield from self._in_order(src.spans(), SPANS_IN_FLIGHT, Worker.send_span)
         else:
-            for data in src.blocks():
-                if not free:
-                    w = order.popleft()
-                    yield w.receive()  # type: ignore[misc]
-                    free.append(w)
-                w = free.popleft()
-                w.send(data)
-                order.append(w)
+            yield from self._in_order(src.blocks(), IN_FLIGHT, Worker.send)
+
+    def _in_order(
+        self, jobs: Iterator[T], depth: int, send: Callable[[Worker, T], None]
+    ) -> Iterator[BlockResult]:
+        # round robin, so results come back in input order; ``depth`` jobs per worker
+        order: deque[Worker] = deque()
+        free = deque(self.workers * depth)
+        for job in jobs:
+            if not free:
+                w = order.popleft()
+                yield w.receive()  # type: ignore[misc]
+                free.append(w)
+            w = free.popleft()
+            send(w, job)
+            order.append(w)
         while order:
             yield order.popleft().receive()  # type: ignore[misc]
 

@@ -92,9 +92,11 @@ class Worker:
         from pathlib import Path
 
         src = str(Path(__file__).resolve().parents[2])
+        # os._exit: a worker has nothing to flush or clean up (results go out by
+        # os.write), and tearing down its interpreter would hold up the report's end
         code = (
             f"import sys; sys.path.insert(0, {src!r}); from mxguard.logs.worker import main; "
-            f"main({fd!r})"
+            f"main({fd!r}); import os; os._exit(0)"
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-B", "-c", code],
@@ -139,8 +141,9 @@ class Worker:
         (self._outbox or self._start_sender()).put(block)
         self.busy = True
 
-    def send_span(self, start: int, end: int) -> None:
+    def send_span(self, span: tuple[int, int]) -> None:
         """Ask for the block at [start, end) of the worker's file."""
+        start, end = span
         _write_all(self._in, _REQ.pack(end - start, start))
         self.busy = True
 
@@ -162,16 +165,23 @@ class Worker:
         self.busy = False
         return loads(data)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Tell the worker to exit, without waiting (so that several can exit at once)."""
         if self._outbox is not None and self._sender is not None:
             self._outbox.put(None)
             self._sender.join(timeout=30)
+            self._outbox = self._sender = None
+        assert self.proc.stdin is not None
+        if self.proc.stdin.closed:
+            return
         try:
             _write_all(self._in, _REQ.pack(0, 0))
-            assert self.proc.stdin is not None
             self.proc.stdin.close()
         except OSError:
             pass
+
+    def close(self) -> None:
+        self.stop()
         import subprocess
 
         try:
