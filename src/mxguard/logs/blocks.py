@@ -96,17 +96,17 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
             continue
         if line[10:11] == b"T":
             # RFC 3339 syslog, the common case on current systems: inlined for speed
-            parts = line.split(b" ", 3)
-            if len(parts) != 4:
+            try:
+                raw, hb, tok, msg = line.split(b" ", 3)
+            except ValueError:  # fewer than four fields
                 sp = None
             else:
-                resolved = tok_cache.get(parts[2], _MISSING)
-                if resolved is _MISSING:
-                    resolved = resolve_token(parts[2])
+                # a miss is rare (new pid) and resolve_token caches invalid tokens too
+                resolved = tok_cache.get(tok) or resolve_token(tok)
                 if resolved is None:
                     sp = None
                 else:
-                    fmt, raw, hb, msg = RFC3339, parts[0], parts[1], parts[3]
+                    fmt = RFC3339
                     if has_solaris_ids and msg[:4] == b"[ID " and b"] " in msg[:40]:
                         msg = msg[msg.find(b"] ") + 2 :]
                     sp = True

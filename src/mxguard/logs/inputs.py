@@ -70,7 +70,7 @@ class Source:
             self.stream = self.raw
             self.compression = "none"
         #: a plain regular file, whose blocks can be read by offset (see spans)
-        self.direct = regular and self.compression == "none"
+        self.direct = regular and self.compression == "none" and hasattr(os, "pread")
 
     def _peek(self) -> bytes:
         peek = getattr(self.raw, "peek", None)
