@@ -6,8 +6,8 @@ tight, so each worker is ``python -S`` importing only the parsers, reading reque
 on stdin and writing pickled results on stdout.  A request is a block, either sent
 inline (compressed input, stdin) or, for a plain file, as a byte range the worker
 reads from its own copy of the file descriptor, so the parent never copies the log
-through a pipe.  One block is outstanding per worker at a time, so neither side can
-block the other on a full pipe.
+through a pipe.  At most one inline block is outstanding per worker, and spans are a
+few bytes, so neither side can block the other on a full pipe.
 """
 
 from __future__ import annotations
@@ -122,14 +122,15 @@ class Worker:
 
         outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._outbox = outbox
-        self._sender = threading.Thread(target=self._send_loop, name="report-feed", daemon=True)
+        self._sender = threading.Thread(
+            target=self._send_loop, args=(outbox,), name="report-feed", daemon=True
+        )
         self._sender.start()
         return outbox
 
-    def _send_loop(self) -> None:
-        assert self._outbox is not None
+    def _send_loop(self, outbox: queue.SimpleQueue[bytes | None]) -> None:
         while True:
-            block = self._outbox.get()
+            block = outbox.get()
             if block is None:
                 return
             try:
@@ -138,7 +139,8 @@ class Worker:
                 return
 
     def send(self, block: bytes) -> None:
-        (self._outbox or self._start_sender()).put(block)
+        outbox = self._outbox if self._outbox is not None else self._start_sender()
+        outbox.put(block)
         self.busy = True
 
     def send_span(self, span: tuple[int, int]) -> None:
@@ -176,9 +178,9 @@ class Worker:
             return
         try:
             _write_all(self._in, _REQ.pack(0, 0))
-            self.proc.stdin.close()
-        except OSError:
+        except OSError:  # the worker is gone already; wait() says how
             pass
+        self.proc.stdin.close()
 
     def close(self) -> None:
         self.stop()
