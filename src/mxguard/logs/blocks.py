@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mxguard.logs import timeparse
 from mxguard.logs.model import OP_CONN, OP_DROP, OP_ROLE, OP_TALLY
-from mxguard.logs.parsers import exim, mxguard_json
+from mxguard.logs.parsers import exim, mxguard_json, postfix
 from mxguard.logs.parsers.common import UNPARSED
 from mxguard.logs.parsers.syslog import RFC3339, _token_cache, resolve_token, split_line, stamp
 
@@ -21,6 +21,15 @@ _MISSING = object()
 
 SAMPLES_PER_PROGRAM = 5
 Event = tuple[float | None, str | None, tuple[object, ...]]
+# A connection's time: epoch seconds (-1.0 if unknown), or an RFC 3339 stamp still raw.
+# Only the first and last connection per client and block are ever looked at, so
+# converting every connection line's stamp (a third of a busy log) would be wasted.
+Stamp = float | bytes
+# Programs whose every line is dropped (dnsblog, tlsproxy, anvil: a quarter of a
+# postscreen MX's log): skipped before the handler call and its message checks.
+_SILENT = frozenset((postfix.ignore, postfix.anvil))
+# seconds field of a stamp -> its value, a dict hit being cheaper than isdigit() and int()
+_SECONDS = {b"%02d" % i: i for i in range(100)}
 
 
 class BlockResult:
@@ -65,33 +74,40 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     unparsed = res.unparsed
     tallies: dict[tuple[bytes | None, str], int] = {}
     drops: dict[tuple[bytes | None, int], int] = {}
-    clients: dict[tuple[bytes | None, str], list[float]] = {}
+    clients: dict[tuple[bytes | None, str], list[Stamp]] = {}
     tok_cache = _token_cache
     fast_minutes = timeparse._fast_cache
-    n_json = n_exim = n_sys = 0
+    seconds = _SECONDS
+    silent = _SILENT
+    conn_names = _CONN_NAMES
+    n_json = n_exim = 0
     last_by_host: dict[bytes | None, list[tuple[object, ...]]] = {}
     seen_roles: set[tuple[object, object]] = set()
     corrupt = 0
-    n = 0
+    blank = 0  # whitespace-only lines: neither counted nor corrupt
     ev: object
-    for line in data.split(b"\n"):
+    # Rare features, looked for once per block (a scan in C) instead of on every line.
+    has_cr = b"\r" in data
+    has_repeats = b"message repeated " in data
+    has_solaris_ids = b"[ID " in data
+    lines = data.split(b"\n")
+    for line in lines:
         if not line:
             continue
-        n += 1
         if line[10:11] == b"T":
             # RFC 3339 syslog, the common case on current systems: inlined for speed
-            parts = line.split(b" ", 3)
-            if len(parts) != 4:
+            try:
+                raw, hb, tok, msg = line.split(b" ", 3)
+            except ValueError:  # fewer than four fields
                 sp = None
             else:
-                resolved = tok_cache.get(parts[2], _MISSING)
-                if resolved is _MISSING:
-                    resolved = resolve_token(parts[2])
+                # a miss is rare (new pid) and resolve_token caches invalid tokens too
+                resolved = tok_cache.get(tok) or resolve_token(tok)
                 if resolved is None:
                     sp = None
                 else:
-                    fmt, raw, hb, msg = RFC3339, parts[0], parts[1], parts[3]
-                    if msg[:1] == b"[" and msg[:4] == b"[ID " and b"] " in msg[:40]:
+                    fmt = RFC3339
+                    if has_solaris_ids and msg[:4] == b"[ID " and b"] " in msg[:40]:
                         msg = msg[msg.find(b"] ") + 2 :]
                     sp = True
         else:
@@ -115,17 +131,10 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                 else:
                     fmt, raw, hb, resolved, msg = full
                     sp = True
-        if sp is None:
-            if line.strip():
-                corrupt += 1
-                if keep_samples and len(res.corrupt_samples) < SAMPLES_PER_PROGRAM:
-                    res.corrupt_samples.append(line[:300].decode("utf-8", "replace"))
-            else:
-                n -= 1
-            continue
         if sp:
-            n_sys += 1
             handler, service, prog = resolved  # type: ignore[misc]
+            if handler in silent:
+                continue
             if handler is None:
                 ev = UNPARSED
                 if service == b"last":
@@ -138,9 +147,9 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                                 append((ts, hb, e))
                         continue
             else:
-                if msg[-1:] == b"\r":
+                if has_cr and msg[-1:] == b"\r":
                     msg = msg[:-1]
-                if msg[:17] == b"message repeated " and b": [" in msg:
+                if has_repeats and msg[:17] == b"message repeated " and b": [" in msg:
                     count = _repeat_count(msg) or 1
                     ev = handler(service, msg[msg.find(b": [") + 3 :].rstrip(b"]").strip())
                     if ev is not None and ev is not UNPARSED:
@@ -157,10 +166,28 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                         key = (hb, ev[1])  # type: ignore[index]
                         tallies[key] = tallies.get(key, 0) + 1
                         continue
-                    # the minute cache of timeparse.rfc3339, inlined: most lines hit it
-                    base = fast_minutes.get(raw[:16] + raw[-6:]) if fmt == RFC3339 else None
-                    sec = raw[17:19] if base is not None else b""
-                    ts = base + int(sec) if sec.isdigit() else stamp(fmt, raw)  # type: ignore[operator]
+                    if op == OP_CONN and fmt == RFC3339:
+                        # inlined _conn, keeping the stamp raw (see Stamp)
+                        src = ev[2]  # type: ignore[index]
+                        key = (hb, conn_names.get(src) or "connections_" + str(src))
+                        tallies[key] = tallies.get(key, 0) + 1
+                        ip = ev[1]  # type: ignore[index]
+                        if isinstance(ip, str):
+                            ck = (hb, ip)
+                            c = clients.get(ck)
+                            if c is None:
+                                clients[ck] = [raw, raw, 1.0]
+                            else:
+                                c[1] = raw
+                                c[2] += 1  # type: ignore[operator]
+                        continue
+                    if fmt == RFC3339:
+                        # the minute cache of timeparse.rfc3339, inlined: most lines hit it
+                        base = fast_minutes.get(raw[:16] + raw[-6:])
+                        sec = seconds.get(raw[17:19]) if base is not None else None
+                        ts = base + sec if sec is not None else stamp(fmt, raw)  # type: ignore[operator]
+                    else:
+                        ts = stamp(fmt, raw)
                     if ts is None and fmt == 0 and exim.is_stamp(msg):
                         ts = exim.split_stamp(msg)[0]
                     if op == OP_CONN:
@@ -171,6 +198,14 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                         dk = (hb, hour)
                         drops[dk] = drops.get(dk, 0) + 1
                         continue
+        elif sp is None:
+            if line.strip():
+                corrupt += 1
+                if keep_samples and len(res.corrupt_samples) < SAMPLES_PER_PROGRAM:
+                    res.corrupt_samples.append(line[:300].decode("utf-8", "replace"))
+            else:
+                blank += 1
+            continue
         if ev is None:
             continue
         if ev is UNPARSED:
@@ -215,8 +250,14 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     res.events = [(ts, name(h), e) for ts, h, e in raw_events]
     res.tallies = {(name(h), k): v for (h, k), v in tallies.items()}
     res.drops = {(name(h), k): v for (h, k), v in drops.items()}
-    res.clients = {(name(h), k): v for (h, k), v in clients.items()}
-    res.lines = n
+    res.clients = {
+        (name(h), k): [_epoch(v[0]), _epoch(v[1]), v[2]]  # type: ignore[list-item]
+        for (h, k), v in clients.items()
+    }
+    # Every non-empty line is syslog, exim, json, corrupt or blank: the line counts
+    # follow from the others rather than being counted in the loop.
+    res.lines = len(lines) - lines.count(b"") - blank
+    n_sys = res.lines - n_json - n_exim - corrupt
     res.corrupt = corrupt
     res.formats = {k: v for k, v in (("syslog", n_sys), ("exim", n_exim), ("json", n_json)) if v}
     return res
@@ -225,8 +266,15 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
 _CONN_NAMES = {"postscreen": "connections_postscreen", "smtpd": "connections_smtpd"}
 
 
+def _epoch(stamp: Stamp) -> float:
+    if type(stamp) is bytes:
+        ts = timeparse.rfc3339(stamp)
+        return ts if ts is not None else -1.0
+    return stamp  # type: ignore[return-value]
+
+
 def _conn(
-    clients: dict[tuple[bytes | None, str], list[float]],
+    clients: dict[tuple[bytes | None, str], list[Stamp]],
     tallies: dict[tuple[bytes | None, str], int],
     host: bytes | None,
     ev: tuple[object, ...],

@@ -9,7 +9,7 @@ and ``host`` the syslog host field (or ``None`` when the format has none).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into workers
 
 if TYPE_CHECKING:
     from typing import Final

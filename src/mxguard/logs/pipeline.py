@@ -14,6 +14,7 @@ import heapq
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from mxguard.logs.analysis import Analysis
 from mxguard.logs.blocks import BlockResult, parse_block
@@ -22,6 +23,10 @@ from mxguard.logs.worker import Worker
 
 ADVANCE_EVERY = 20_000
 IN_FLIGHT = 1  # blocks queued per worker (the feeding thread keeps workers busy)
+# Spans (plain files) queued per worker: a queued span costs a few bytes, so each
+# worker has its next block waiting and never idles while the parent merges results.
+SPANS_IN_FLIGHT = 2
+T = TypeVar("T")
 Progress = Callable[[int], None]
 
 
@@ -35,12 +40,17 @@ class Runner:
     """Hands blocks to the worker processes (or parses in-process for one job) and
     yields results in input order."""
 
-    def __init__(self, jobs: int, processes: bool | None = None) -> None:
+    def __init__(self, src: Source, jobs: int, processes: bool | None = None) -> None:
         self.jobs = jobs
         use = jobs > 1 if processes is None else processes
-        self.workers: list[Worker] = [Worker() for _ in range(jobs)] if use else []
+        # workers read a plain file themselves (see Source.spans)
+        self.direct = src.direct
+        fd = src.fileno() if self.direct else None
+        self.workers: list[Worker] = [Worker(fd) for _ in range(jobs)] if use else []
 
     def close(self) -> None:
+        for w in self.workers:
+            w.stop()
         for w in self.workers:
             w.close()
 
@@ -53,17 +63,24 @@ class Runner:
             for data in src.blocks():
                 yield parse_block(data)
             return
-        # round robin, results come back in order; two blocks in flight per worker, so a
-        # worker never waits for its next block (memory: 2 blocks per worker at most)
+        if self.direct:
+            yield from self._in_order(src.spans(), SPANS_IN_FLIGHT, Worker.send_span)
+        else:
+            yield from self._in_order(src.blocks(), IN_FLIGHT, Worker.send)
+
+    def _in_order(
+        self, jobs: Iterator[T], depth: int, send: Callable[[Worker, T], None]
+    ) -> Iterator[BlockResult]:
+        # round robin, so results come back in input order; ``depth`` jobs per worker
         order: deque[Worker] = deque()
-        free = deque(self.workers * IN_FLIGHT)
-        for data in src.blocks():
+        free = deque(self.workers * depth)
+        for job in jobs:
             if not free:
                 w = order.popleft()
                 yield w.receive()  # type: ignore[misc]
                 free.append(w)
             w = free.popleft()
-            w.send(data)
+            send(w, job)
             order.append(w)
         while order:
             yield order.popleft().receive()  # type: ignore[misc]
@@ -73,11 +90,11 @@ def run(
     analysis: Analysis, sources: list[Source], jobs: int, progress: Progress | None = None
 ) -> None:
     if len(sources) == 1:
-        runners = [Runner(jobs)]
+        runners = [Runner(sources[0], jobs)]
     else:
         # each file gets its own workers so that the time merge can pull from any
         per = max(1, jobs // len(sources))
-        runners = [Runner(per, processes=jobs > 1 and i < jobs) for i in range(len(sources))]
+        runners = [Runner(s, per, processes=jobs > 1 and i < jobs) for i, s in enumerate(sources)]
     try:
         if len(sources) == 1:
             _single(analysis, runners[0], sources[0], progress)

@@ -125,6 +125,28 @@ def test_postscreen_counts_connections_not_lines() -> None:
     assert r.unparsed == {}
 
 
+def test_client_first_and_last_connection_times_are_epoch_seconds() -> None:
+    # RFC 3339 connection stamps are converted once per client and block, after the
+    # lines are read; mixing them with classic stamps must give the same numbers.
+    timeparse.set_reference_year(2024)
+    try:
+        r = parse_block(
+            b"2024-01-05T11:00:00.100000+01:00 mx1 postfix/postscreen[1]: CONNECT from [192.0.2.7]:1 to [192.0.2.1]:25\n"
+            b"2024-01-05T11:00:30.100000+01:00 mx1 postfix/smtpd[2]: connect from h[192.0.2.7]\n"
+            b"Jan  5 10:01:05 mx1 postfix/smtpd[2]: connect from h[192.0.2.7]\n"
+            b"2024-01-05T10:02:00Z mx1 postfix/postscreen[1]: CONNECT from [192.0.2.8]:1 to [192.0.2.1]:25\n"
+            b"2024-01-05T10:03:xxZ mx1 postfix/postscreen[1]: CONNECT from [192.0.2.9]:1 to [192.0.2.1]:25\n"
+        )
+    finally:
+        timeparse.set_reference_year(None)
+    t0 = calendar.timegm((2024, 1, 5, 10, 0, 0))
+    assert r.clients[("mx1", "192.0.2.7")] == [t0, t0 + 65, 3.0]
+    assert r.clients[("mx1", "192.0.2.8")] == [t0 + 120, t0 + 120, 1.0]
+    assert r.clients[("mx1", "192.0.2.9")] == [-1.0, -1.0, 1.0]
+    assert r.tallies[("mx1", "connections_postscreen")] == 3
+    assert r.tallies[("mx1", "connections_smtpd")] == 2
+
+
 def test_raw_bytes_never_break_a_block() -> None:
     r = parse_block(
         b"Jan  5 10:00:00 mx1 postfix/postscreen[1]: BARE NEWLINE from [192.0.2.7]:1 after \xc0\xff\xfe\n\xff\xfe\x00garbage\n"

@@ -10,10 +10,10 @@ daemon of instance ``postfix-mx`` with service ``submission``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mxguard.logs import timeparse
 from mxguard.logs.parsers import exim, filters, postfix, postgrey, postscreen, sendmail
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing into workers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
