@@ -55,6 +55,10 @@ def new_id() -> str:
     return f"{_PREFIX}{next(_ids):07X}"
 
 
+SENDER_OK = p.Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = p.Reply(250, "2.1.5", "Recipient OK")
+START_DATA = p.Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
 _peers: dict[str, IPAddress] = {}
 
 
@@ -152,6 +156,7 @@ class Listener:
         cfg = runtime.config
         self.info = MxInfo(mx.host, mx.role, mx.preference)
         self.hostname = cfg.server.hostname or mx.host
+        self.helo_ok = p.Reply(250, "", self.hostname)
         lim = cfg.limits
         cert = mx.tls_cert or cfg.tls.cert
         key = mx.tls_key or cfg.tls.key
@@ -587,14 +592,14 @@ class Session(asyncio.Protocol):
             self.answer(v)
 
     def on_helo(self, ev: p.Helo) -> Coroutine[Any, Any, None] | None:
-        ok = p.Reply(250, "", self.l.hostname)
+        ok = self.l.helo_ok
         if not self.needs_policy(Stage.HELO):
             self.engine.send(ok)
             return None
         return self._gate(self.facts_at(Stage.HELO, helo=ev.name, esmtp=ev.extended), ok)
 
     def on_mail(self, ev: p.MailFrom) -> Coroutine[Any, Any, None] | None:
-        ok = p.Reply(250, "2.1.0", "Sender OK")
+        ok = SENDER_OK
         if not self.needs_policy(Stage.MAIL):
             self.engine.send(ok)
             return None
@@ -609,10 +614,10 @@ class Session(asyncio.Protocol):
 
     def on_rcpt(self, ev: p.RcptTo) -> Coroutine[Any, Any, None] | None:
         facts = self.facts_at(Stage.RCPT, recipient=ev.address)
-        return self._gate(facts, p.Reply(250, "2.1.5", "Recipient OK"), log_accept=True)
+        return self._gate(facts, RECIPIENT_OK, log_accept=True)
 
     def on_data(self) -> Coroutine[Any, Any, None] | None:
-        ok = p.Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+        ok = START_DATA
         if not self.needs_policy(Stage.DATA):
             self.engine.send(ok)
             return None

@@ -59,7 +59,7 @@ import functools
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from mxguard.smtp.address import AddressSyntaxError, parse_path
@@ -102,8 +102,17 @@ class Reply:
     code: int
     status: str
     text: str
+    # the wire form, made on first use: most replies are constants sent again and again
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = self._render()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _render(self) -> bytes:
         # CR is dropped from the text so an application-supplied string (a policy message, a
         # downstream server's reply passed back) can never inject an extra reply line.
         text = self.text
@@ -233,6 +242,19 @@ Event: TypeAlias = (
 NEEDS_REPLY = (Helo, MailFrom, RcptTo, DataCommand, MessageReceived, StartTLS)
 
 # --- fixed replies ----------------------------------------------------------------------------
+
+_ehlo_replies: dict[tuple[str, str], Reply] = {}
+
+
+def _ehlo_reply(greeting: str, extensions: str) -> Reply:
+    """The EHLO answer, one object per greeting and extension list, so its bytes are made once."""
+    reply = _ehlo_replies.get((greeting, extensions))
+    if reply is None:
+        if len(_ehlo_replies) >= 64:
+            _ehlo_replies.clear()
+        reply = _ehlo_replies[greeting, extensions] = Reply(250, "", f"{greeting}\n{extensions}")
+    return reply
+
 
 R_OK = Reply(250, "2.0.0", "OK")
 R_BYE = Reply(221, "2.0.0", "Bye")
@@ -480,7 +502,7 @@ class ServerEngine:
                 if event.extended and reply.code == 250:
                     ext = self._ehlo_tls if self._tls else self._ehlo_plain
                     # RFC 2034: no enhanced status codes in the EHLO response.
-                    reply = Reply(250, "", f"{reply.text}\n{ext}")
+                    reply = _ehlo_reply(reply.text, ext)
             else:
                 # A refused greeting leaves the client un-greeted, whatever came before.
                 self._helo = None
