@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.blocklist import BlocklistCheck
 from mxguard.policy.checks.walk import (
     BackupWalkCheck,
@@ -218,6 +219,26 @@ async def test_trusted_and_allowlisted_clients_are_answered_but_never_judged() -
         assert v is not None and (v.code, v.reason) == (421, f.mx.role.value)
         assert await bl.get(f.client_ip, 1000.0) is None
         assert await sightings.contacts(f.client_ip, 1000.0) == {}
+
+
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("answer", ["rcpt", "connect"])
+@pytest.mark.parametrize("host", ["mail", "backup", "trap", "old"])
+@pytest.mark.parametrize("ip", ["192.0.2.7", "198.51.100.9"])
+async def test_gate_check_now_answers_as_check_or_waits(
+    record: bool, answer: str, host: str, ip: str
+) -> None:
+    gate, _, bl, _ = await make(answer)
+    gate.record = record
+    for stage in (Stage.CONNECT, Stage.RCPT):
+        f = facts(stage, host, ip=ip)
+        now = gate.check_now(f)
+        if now is NOT_NOW:  # only where the state is read or written
+            assert (record and stage is Stage.CONNECT) or host in ("trap", "old")
+            continue
+        assert now == await gate.check(f)
+    if not record:
+        assert await bl.get(ipaddress.ip_address(ip), 1000.0) is None
 
 
 async def test_backup_check_tempfails_a_skip_only() -> None:

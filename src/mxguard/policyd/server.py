@@ -275,7 +275,8 @@ class PolicyService:
             at = self._facts_at(facts, earlier)
             if earlier in (Stage.CONNECT, Stage.RCPT) and s.dnsbl is not None:
                 at = at.at(earlier, dnsbl=await self._dnsbl_answers(s))
-            verdict = await self.engine.decide(at, screened)
+            decided = self.engine.decide_now(at, screened)
+            verdict = decided if isinstance(decided, Verdict) else await decided.finish()
             if verdict.is_final:
                 if per_session:
                     s.blocked = verdict

@@ -174,10 +174,17 @@ class WalkGate(Check):
         return Stage.CONNECT if self.trap_answers.get(mx.host) == "connect" else Stage.RCPT
 
     def check_now(self, facts: Facts) -> Verdict | NotNow | None:
-        # after connect, only traps and retired addresses have anything to say
-        if facts.stage is not Stage.CONNECT and facts.mx.role not in TRAP_ROLES:
-            return None
-        return NOT_NOW
+        role = facts.mx.role
+        if facts.stage is not Stage.CONNECT:
+            # after connect, only traps and retired addresses have anything to say
+            return None if role not in TRAP_ROLES else NOT_NOW
+        if self.record and not self.exempted(facts):
+            return NOT_NOW  # the contact is judged and recorded in the state
+        # nothing to record (a tier with no judged MX, or an exempt client): `check` would
+        # answer from the facts alone, so say it here without a coroutine
+        if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
+            return trap_verdict(role, None, Stage.CONNECT)
+        return None
 
     async def check(self, facts: Facts) -> Verdict | None:
         role = facts.mx.role
