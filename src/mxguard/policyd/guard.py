@@ -193,6 +193,20 @@ class ObservedState(StateStore):
             _note("greylist_passed", now - result.first_seen)
         return result
 
+    def greylist_now(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> GreylistResult | NotNow:
+        result = self.inner.greylist_now(key, now, delay, retry_window, pass_ttl, pass_counter)
+        if not isinstance(result, NotNow) and result.status is GreylistStatus.PASSED:
+            _note("greylist_passed", now - result.first_seen)
+        return result
+
     async def ping(self) -> bool:
         return await self.inner.ping()
 

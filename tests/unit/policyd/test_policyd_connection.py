@@ -20,6 +20,7 @@ import pytest
 from mxguard.config import load_config_text
 from mxguard.events import EventLog
 from mxguard.greylist_feature import make_check
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.checks.base import Check
 from mxguard.policyd.server import PolicyConnection, PolicyService, build_service
 from mxguard.recipients import RecipientDirectory
@@ -93,6 +94,19 @@ class GatedState(MemoryState):
         super().__init__()
         self.gate: asyncio.Future[None] | None = None
         self.fail_after_wait = False
+
+    def greylist_now(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> GreylistResult | NotNow:
+        if self.gate is not None:
+            return NOT_NOW  # as SQLite does while another process holds the lock
+        return super().greylist_now(key, now, delay, retry_window, pass_ttl, pass_counter)
 
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float

@@ -301,6 +301,9 @@ class BrokenState(MemoryState):
     def counter_add_now(self, key: str, amount: int, window: float, now: float) -> NotNow:
         return NOT_NOW
 
+    def greylist_now(self, *args: Any) -> NotNow:
+        return NOT_NOW
+
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
     ) -> GreylistResult:
