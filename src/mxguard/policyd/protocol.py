@@ -10,7 +10,7 @@ nothing and close. Postfix then answers the SMTP client with its own `451 4.3.5`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import cast
 
 from mxguard.policy.verdict import Action, Verdict
@@ -202,25 +202,27 @@ def action_for(verdict: Verdict, prepend: str | None = None, address: str | None
     """
     if verdict.action is Action.ACCEPT:
         return f"PREPEND {_clean(prepend)}" if prepend else "DUNNO"
-    verdict = replace(verdict, text=postfix_text(verdict.text, address))
+    # the text alone changes; a copy of the verdict (dataclasses.replace) costs more than
+    # the rest of this function, on every greylisting deferral
+    text = postfix_text(verdict.text, address)
     if verdict.action is Action.DISCARD:
-        return f"DISCARD {_clean(verdict.text)}".rstrip()
+        return f"DISCARD {_clean(text)}".rstrip()
     if verdict.action is Action.TEMPFAIL:
         if verdict.soft:
             status = verdict.status if verdict.status.startswith("4.") else "4.7.1"
-            return f"DEFER_IF_PERMIT {status} {_clean(verdict.text)}".rstrip()
+            return f"DEFER_IF_PERMIT {status} {_clean(text)}".rstrip()
         code = verdict.code if 400 <= verdict.code < 500 else 450
         status = verdict.status if verdict.status.startswith("4.") else "4.7.1"
-        return _numeric(code, status, verdict.text)
+        return _numeric(code, status, text)
     if verdict.action is Action.DISCONNECT and verdict.code < 500:
         # Postfix 2.3+: 421 replies and then hangs up, as our SMTP listener would.
         status = verdict.status if verdict.status.startswith("4.") else "4.7.0"
-        return _numeric(421, status, verdict.text)
+        return _numeric(421, status, text)
     # Rejects, and 5xx disconnects: a plain 5xx. Postfix's 521 also hangs up, but it is not
     # standard SMTP; a deny-list client is refused at every RCPT instead.
     code = verdict.code if 500 <= verdict.code < 600 else 550
     status = verdict.status if verdict.status.startswith("5.") else "5.7.1"
-    return _numeric(code, status, verdict.text)
+    return _numeric(code, status, text)
 
 
 def render(action: str) -> bytes:

@@ -83,6 +83,9 @@ class SessionState:
     done: set[Stage] = field(default_factory=set)
     blocked: Verdict | None = None  # a final connect/helo verdict holds for the whole session
     dnsbl: asyncio.Task[tuple[DnsListAnswer, ...]] | None = None
+    # one client address per session, so these are asked once (NetworkSet lookups)
+    trusted: bool = False
+    screened: bool | None = None
     # the current message, tied by Postfix's `instance`
     instance: str | None = None
     recipients: list[str] = field(default_factory=list)
@@ -159,8 +162,8 @@ class PolicyService:
         if s is None or s.key != key:
             conn.close()
             receiver = self.roles.lookup(key[2], key[3])
-            s = SessionState(key, _session_id(), receiver)
-            if self.dnsbl is not None and not self.engine.is_trusted(ip):
+            s = SessionState(key, _session_id(), receiver, trusted=self.engine.is_trusted(ip))
+            if self.dnsbl is not None and not s.trusted:
                 s.dnsbl = asyncio.ensure_future(self.dnsbl.lookup(ip))
             conn.session = s
             if self.on_session is not None and receiver.settings is not None:
@@ -241,7 +244,7 @@ class PolicyService:
             recipient=recipient if stage is not Stage.MAIL else None,
             recipients=recipients,
             size=number(attrs.get("size", "")),
-            trusted_peer=self.engine.is_trusted(ip),
+            trusted_peer=s.trusted,
             extra=extra,
         )
 
@@ -260,7 +263,9 @@ class PolicyService:
             return s.blocked, Stage.CONNECT
         if s.message_blocked is not None and facts.stage is not Stage.MAIL:
             return s.message_blocked, Stage.MAIL
-        screened = self.engine.screened(facts)
+        screened = s.screened
+        if screened is None:
+            screened = s.screened = self.engine.screened(facts)
         role = facts.mx.role
         for earlier in (*EARLIER[facts.stage], facts.stage):
             per_session = earlier in SESSION_STAGES
