@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mxguard.notnow import NotNow
 from mxguard.state.base import GreylistResult, GreylistStatus, StateStore, greylist_transition
 from mxguard.state.memory import MemoryState
 from mxguard.state.redis import RedisState
@@ -277,6 +278,47 @@ async def test_greylist_matches_the_pure_transition(store: StateStore, seed: int
         assert got == expected, (seed, key, now)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_greylist_now_is_greylist_plus_the_count_of_a_first_pass(
+    store: StateStore, seed: int
+) -> None:
+    """The fast path either declines (NOT_NOW, nothing changed) or takes the same step as
+    `greylist` and, on a first pass, the `counter_add` the greylist check would await."""
+    rng = random.Random(seed)
+    model: dict[str, tuple[str, float]] = {}
+    counts: dict[str, tuple[int, float]] = {}  # counter key -> (total, expires)
+    keys = [f"gl:{i}" for i in range(3)]
+    now = T0
+    for _ in range(200):
+        now += rng.choice([0.0, 0.5, 10.0, 60.0, 61.0, 250.0, 1000.0, 5000.0])
+        key = rng.choice(keys)
+        delay = rng.choice([0.0, 60.0, 300.0])
+        window = delay + rng.choice([0.0, 100.0, 2000.0])
+        pass_ttl = rng.choice([1.0, 500.0, 10000.0])
+        counter = "glnet:" + key
+        expected = _model_step(model, key, now, delay, window, pass_ttl)
+        got = store.greylist_now(key, now, delay, window, pass_ttl, counter)
+        if isinstance(got, NotNow):  # nothing was done: the awaited path does it all
+            got = await store.greylist(key, now, delay, window, pass_ttl)
+            if got.status is GreylistStatus.PASSED:
+                await store.counter_add(counter, 1, pass_ttl, now)
+        assert got == expected, (seed, key, now)
+        if expected.status is GreylistStatus.PASSED:
+            total, expires = counts.get(counter, (0, 0.0))
+            counts[counter] = (total + 1, expires) if expires > now else (1, now + pass_ttl)
+        for name, (total, expires) in counts.items():
+            assert await store.get(name, now) == (str(total) if expires > now else None)
+
+
+async def test_greylist_now_without_a_counter_counts_nothing(store: StateStore) -> None:
+    for now in (T0, T0 + 61):
+        got = store.greylist_now("gl:x", now, 60.0, 600.0, 3600.0)
+        if isinstance(got, NotNow):
+            got = await store.greylist("gl:x", now, 60.0, 600.0, 3600.0)
+    assert got.status is GreylistStatus.PASSED
+    assert await store.get("glnet:gl:x", T0 + 61) is None
+
+
 # ---------------------------------------------------------------- atomicity
 
 
@@ -353,3 +395,23 @@ async def test_purge_expired_keeps_live_entries(store: StateStore) -> None:
     assert await store.get("dead", T0 + 50) is None
     assert await store.hash_get("hdead", T0 + 50) == {}
     assert await store.ping() is True
+
+
+async def test_sqlite_greylist_now_declines_while_another_process_writes(tmp_path: Path) -> None:
+    """Another process holding the write lock: NOT_NOW at once, and the step left undone."""
+    store = SqliteState(tmp_path / "state.db")
+    await store.open()
+    try:
+        assert store.greylist_now("gl:t", T0, 60.0, 600.0, 3600.0, "glnet:t") == GreylistResult(
+            GreylistStatus.NEW, T0
+        )
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as other:
+            other.execute("BEGIN IMMEDIATE")
+            assert isinstance(store.greylist_now("gl:t", T0 + 61, 60.0, 600.0, 3600.0), NotNow)
+            other.execute("ROLLBACK")
+        # the declined step did not happen: this retry is still the first pass, and counted
+        got = store.greylist_now("gl:t", T0 + 62, 60.0, 600.0, 3600.0, "glnet:t")
+        assert got == GreylistResult(GreylistStatus.PASSED, T0)
+        assert await store.get("glnet:t", T0 + 62) == "1"
+    finally:
+        await store.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
 from mxguard.config import ConfigError, load_config_text
 from mxguard.greylist_feature import make_check
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.greylist import (
     HISTORY_ALLOWED,
     HISTORY_NONE,
@@ -198,3 +200,27 @@ def test_config_roles_and_errors() -> None:
             load_config_text(_cfg('roles = ["backup"]\ndelay="1h"\nretry_window="1m"'), "t.toml"),
             MemoryState(),
         )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("auto_allow_after", [0, 2])
+async def test_check_now_decides_and_writes_as_check_does(seed: int, auto_allow_after: int) -> None:
+    """Two hosts' worth of the same traffic, one through check_now and one through check:
+    the same verdicts, and the same state afterwards (triplets and auto-allow counters)."""
+    rng = random.Random(seed)
+    fast_state, slow_state = MemoryState(), MemoryState()
+    kw = {"auto_allow_after": auto_allow_after, "allow_sender_domains": ["big.test"]}
+    fast, slow = check(fast_state, **kw), check(slow_state, **kw)
+    now = T0
+    for _ in range(400):
+        now += rng.choice([0.0, 1.0, 100.0, 301.0, 5000.0])
+        f = facts(
+            now,
+            ip=f"192.0.{rng.randrange(3)}.{rng.randrange(1, 4)}",
+            sender=rng.choice(["a@sender.test", "", "b+tag@Sender.test", "x@mx.big.test"]),
+            rcpt=rng.choice(["alice@example.test", "bob@example.test", "postmaster@example.test"]),
+        )
+        got = fast.check_now(f)
+        assert got is not NOT_NOW  # memory state never has to wait
+        assert got == await slow.check(f)
+    assert fast_state._kv == slow_state._kv

@@ -247,6 +247,26 @@ async def test_gate_answers_without_waiting_exactly_when_there_is_nothing_to_rec
     assert await bl.get(ipaddress.ip_address("192.0.2.7"), 1000.0) is None
 
 
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("answer", ["rcpt", "connect"])
+@pytest.mark.parametrize("host", ["mail", "backup", "trap", "old"])
+@pytest.mark.parametrize("ip", ["192.0.2.7", "198.51.100.9"])
+async def test_gate_check_now_answers_as_check_or_waits(
+    record: bool, answer: str, host: str, ip: str
+) -> None:
+    gate, _, bl, _ = await make(answer)
+    gate.record = record
+    for stage in (Stage.CONNECT, Stage.RCPT):
+        f = facts(stage, host, ip=ip)
+        now = gate.check_now(f)
+        if now is NOT_NOW:  # only where the state is read or written
+            assert (record and stage is Stage.CONNECT) or host in ("trap", "old")
+            continue
+        assert now == await gate.check(f)
+    if not record:
+        assert await bl.get(ipaddress.ip_address(ip), 1000.0) is None
+
+
 async def test_backup_check_tempfails_a_skip_only() -> None:
     gate, _, _, sightings = await make()
     check = BackupWalkCheck(sightings)

@@ -53,7 +53,10 @@ def _has_routing(local: str, domain: str) -> bool:
     return local.startswith(".") or local.endswith(".")
 
 
+@functools.lru_cache(maxsize=4096)
 def classify(address: str, local_domains: frozenset[str]) -> SplitAddress:
+    """Local, remote or routing; cached, since relay control and recipient validation both
+    ask it about every RCPT, and the same recipients come back all day."""
     parts = split_address(address)
     if parts is None:
         return SplitAddress(AddressKind.ROUTING, address, "")

@@ -6,6 +6,7 @@ what an empty `sender` means at which stage) are tested without sockets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -47,8 +48,13 @@ class BadRequest(ValueError):
     """A request we cannot judge (no usable client address): treated like a protocol error."""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_client(value: str) -> IPAddress:
-    """The client's address; Postfix writes IPv6 bare (`2001:db8::1`), maybe with a zone."""
+    """The client's address; Postfix writes IPv6 bare (`2001:db8::1`), maybe with a zone.
+
+    Cached: a client sends one request per recipient and comes back all day, and
+    ipaddress parses in Python. Only answers are cached, never the BadRequest.
+    """
     text = value.strip()
     if text.lower().startswith("ipv6:"):
         text = text[5:]

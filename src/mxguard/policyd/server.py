@@ -18,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from mxguard import __version__
 from mxguard.config import Config, ConfigError, parse_hostport
@@ -55,6 +57,8 @@ from mxguard.state.base import StateStore
 
 log = logging.getLogger("mxguard.policyd")
 
+T = TypeVar("T")
+
 #: features that belong to an MTA, not beside one: Postfix has its own queue, so the backup's
 #: spool, forwarder and spool-full gate would only tempfail mail that Postfix can take
 SERVE_ONLY_FEATURES = frozenset({"mxguard.queue.feature"})
@@ -79,6 +83,9 @@ class SessionState:
     done: set[Stage] = field(default_factory=set)
     blocked: Verdict | None = None  # a final connect/helo verdict holds for the whole session
     dnsbl: asyncio.Task[tuple[DnsListAnswer, ...]] | None = None
+    # one client address per session, so these are asked once (NetworkSet lookups)
+    trusted: bool = False
+    screened: bool | None = None
     # the current message, tied by Postfix's `instance`
     instance: str | None = None
     recipients: list[str] = field(default_factory=list)
@@ -155,8 +162,8 @@ class PolicyService:
         if s is None or s.key != key:
             conn.close()
             receiver = self.roles.lookup(key[2], key[3])
-            s = SessionState(key, _session_id(), receiver)
-            if self.dnsbl is not None and not self.engine.is_trusted(ip):
+            s = SessionState(key, _session_id(), receiver, trusted=self.engine.is_trusted(ip))
+            if self.dnsbl is not None and not s.trusted:
                 s.dnsbl = asyncio.ensure_future(self.dnsbl.lookup(ip))
             conn.session = s
             if self.on_session is not None and receiver.settings is not None:
@@ -237,7 +244,7 @@ class PolicyService:
             recipient=recipient if stage is not Stage.MAIL else None,
             recipients=recipients,
             size=number(attrs.get("size", "")),
-            trusted_peer=self.engine.is_trusted(ip),
+            trusted_peer=s.trusted,
             extra=extra,
         )
 
@@ -256,7 +263,9 @@ class PolicyService:
             return s.blocked, Stage.CONNECT
         if s.message_blocked is not None and facts.stage is not Stage.MAIL:
             return s.message_blocked, Stage.MAIL
-        screened = self.engine.screened(facts)
+        screened = s.screened
+        if screened is None:
+            screened = s.screened = self.engine.screened(facts)
         role = facts.mx.role
         for earlier in (*EARLIER[facts.stage], facts.stage):
             per_session = earlier in SESSION_STAGES
@@ -271,7 +280,8 @@ class PolicyService:
             at = self._facts_at(facts, earlier)
             if earlier in (Stage.CONNECT, Stage.RCPT) and s.dnsbl is not None:
                 at = at.at(earlier, dnsbl=await self._dnsbl_answers(s))
-            verdict = await self.engine.decide(at, screened)
+            decided = self.engine.decide_now(at, screened)
+            verdict = decided if isinstance(decided, Verdict) else await decided.finish()
             if verdict.is_final:
                 if per_session:
                     s.blocked = verdict
@@ -340,11 +350,11 @@ class PolicyConnection(asyncio.Protocol):
         if not events:
             return
         self.pending.extend(events)
+        if self.worker is None:
+            self._answer()
         if len(self.pending) > MAX_PENDING and not self.paused and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True
-        if self.worker is None:
-            self.worker = asyncio.ensure_future(self._work())
 
     def eof_received(self) -> bool | None:
         return None  # close once the pending requests are answered (the worker holds the task)
@@ -360,32 +370,92 @@ class PolicyConnection(asyncio.Protocol):
             self.transport.close()
             self.state.close()
 
-    async def _work(self) -> None:
+    def _answer(self) -> None:
+        """Answer the pending requests in order, here and now while none has to wait.
+
+        Nearly every decision runs to its end without waiting (the state answers on the
+        loop's own SQLite connection), so driving `handle` by hand here saves a task and a
+        trip through the loop per request, as the SMTP listener does. The first request that
+        does wait (a locked SQLite file, Redis, a DNSBL answer) becomes the one task, which
+        finishes it and then comes back here for the rest: replies stay strictly in order.
+        Each request runs in its own copy of the context, which the task keeps, so the
+        per-request notes (`guard.NOTES`) are set and reset in one context.
+        """
+        pending = self.pending
+        while pending and not self.closed:
+            event = pending.popleft()
+            if isinstance(event, protocol.ProtocolError):
+                log.warning("policyd: %s: %s; closing without a reply", self.peer, event.reason)
+                self.close()
+                return
+            ctx = contextvars.copy_context()
+            coro = self.service.handle(event, self.state)
+            try:
+                waiting = ctx.run(coro.send, None)
+            except StopIteration as done:
+                self._reply(done.value)
+                continue
+            except Exception as exc:
+                self._failed(exc)
+                return
+            self.worker = asyncio.get_running_loop().create_task(
+                self._finish(coro, waiting), context=ctx
+            )
+            return
+
+    async def _finish(self, coro: Coroutine[Any, Any, bytes], waiting: Any) -> None:
+        """The rest of a request that had to wait, then the requests queued behind it."""
         try:
-            while self.pending and not self.closed:
-                event = self.pending.popleft()
-                if isinstance(event, protocol.ProtocolError):
-                    log.warning("policyd: %s: %s; closing without a reply", self.peer, event.reason)
-                    self.close()
-                    return
-                try:
-                    reply = await self.service.handle(event, self.state)
-                except BadRequest as exc:
-                    log.warning("policyd: %s: %s; closing without a reply", self.peer, exc)
-                    self.close()
-                    return
-                except Exception:
-                    log.exception("policyd: internal error; closing without a reply")
-                    self.close()
-                    return
-                if self.closed or self.transport is None:
-                    return
-                self.transport.write(reply)
-                if self.paused and len(self.pending) < MAX_PENDING // 2:
-                    self.paused = False
-                    self.transport.resume_reading()
+            reply = await _resume(coro, waiting)
+        except Exception as exc:
+            self._failed(exc)
+            return
         finally:
             self.worker = None
+        self._reply(reply)
+        self._answer()
+
+    def _reply(self, reply: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(reply)
+        if self.paused and len(self.pending) < MAX_PENDING // 2:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, BadRequest):
+            log.warning("policyd: %s: %s; closing without a reply", self.peer, exc)
+        else:
+            log.error("policyd: internal error; closing without a reply", exc_info=exc)
+        self.close()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> Generator[Any, Any, T]:
+    """Go on with a coroutine whose first step already ran and yielded `waiting`.
+
+    Whatever the coroutine yields (the future it waits on) goes up to the task unchanged,
+    and what the task sends or throws (a result, a cancellation) goes back down, so the
+    coroutine cannot tell that its first step ran outside the task.
+    """
+    yielded = waiting
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return cast(T, done.value)
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as done:
+                return cast(T, done.value)
 
 
 class PolicyDaemon:

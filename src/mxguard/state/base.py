@@ -114,6 +114,25 @@ class StateStore(ABC):
         """`counter_add` without awaiting, when the backend can do it without waiting."""
         return NOT_NOW
 
+    def greylist_now(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> GreylistResult | NotNow:
+        """`greylist` without awaiting, when the backend can do it without waiting; else
+        NOT_NOW, and nothing was changed.
+
+        On a first pass (PASSED) it also adds 1 to the counter `pass_counter` (window
+        `pass_ttl`), in the same atomic step: a caller that cannot await must never be left
+        with a pass recorded and its count still to do. Lets the greylist check, the one
+        check that writes on every RCPT, answer from data_received.
+        """
+        return NOT_NOW
+
     async def ping(self) -> bool:
         return True
 

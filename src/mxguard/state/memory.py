@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mxguard.state.base import GreylistResult, StateStore, greylist_transition
+from mxguard.state.base import GreylistResult, GreylistStatus, StateStore, greylist_transition
 
 
 class MemoryState(StateStore):
@@ -84,11 +84,35 @@ class MemoryState(StateStore):
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
     ) -> GreylistResult:
+        return self._greylist(key, now, delay, retry_window, pass_ttl, None)
+
+    def greylist_now(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> GreylistResult:
+        return self._greylist(key, now, delay, retry_window, pass_ttl, pass_counter)
+
+    def _greylist(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None,
+    ) -> GreylistResult:
         new, ttl, result = greylist_transition(
             self._live(key, now), now, delay, retry_window, pass_ttl
         )
         if new is not None:
             self._kv[key] = (new, now + ttl)
+        if pass_counter is not None and result.status is GreylistStatus.PASSED:
+            self.counter_add_now(pass_counter, 1, pass_ttl, now)
         return result
 
     async def purge_expired(self, now: float) -> int:

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 
 from mxguard.batching import BatchWorker
 from mxguard.notnow import NOT_NOW, NotNow
-from mxguard.state.base import GreylistResult, StateStore, StateUnavailable, greylist_transition
+from mxguard.state.base import (
+    GreylistResult,
+    GreylistStatus,
+    StateStore,
+    StateUnavailable,
+    greylist_transition,
+)
 
 T = TypeVar("T")
 
@@ -294,18 +300,50 @@ class SqliteState(StateStore):
 
         return await self._run(op)
 
-    async def greylist(
-        self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
-    ) -> GreylistResult:
+    def _greylist_op(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> Callable[[sqlite3.Connection], GreylistResult]:
+        count = self._counter_op(pass_counter, 1, pass_ttl, now) if pass_counter else None
+
         def op(db: sqlite3.Connection) -> GreylistResult:
             new, ttl, result = greylist_transition(
                 self._live(db, key, now), now, delay, retry_window, pass_ttl
             )
             if new is not None:
                 self._store(db, key, new, now + ttl)
+            if count is not None and result.status is GreylistStatus.PASSED:
+                count(db)  # in the same transaction: the pass and its count, or neither
             return result
 
-        return await self._run(op)
+        return op
+
+    async def greylist(
+        self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
+    ) -> GreylistResult:
+        return await self._run(self._greylist_op(key, now, delay, retry_window, pass_ttl))
+
+    def greylist_now(
+        self,
+        key: str,
+        now: float,
+        delay: float,
+        retry_window: float,
+        pass_ttl: float,
+        pass_counter: str | None = None,
+    ) -> GreylistResult | NotNow:
+        """The same transaction on the loop's connection; NOT_NOW (rolled back) if it would
+        have to wait for another process's lock."""
+        if self._memory or self._worker is None:
+            return NOT_NOW
+        op = self._greylist_op(key, now, delay, retry_window, pass_ttl, pass_counter)
+        done, value = self._try_now(op)
+        return value if done and value is not None else NOT_NOW
 
     async def ping(self) -> bool:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())

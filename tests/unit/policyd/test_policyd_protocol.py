@@ -165,6 +165,107 @@ def test_limits_apply_per_request_not_per_connection() -> None:
     assert len(_requests(parser.feed(POSTFIX_RCPT * 50))) == 50
 
 
+# ---------------------------------------------------------------- the whole-request fast path
+
+
+def _line_parser_events(data: bytes, **limits: int) -> list[object]:
+    """The reference: the line-by-line parser alone, with the fast path never tried."""
+    return list(PolicyParser(**limits)._feed_lines(data))
+
+
+_BYTES = st.sampled_from(
+    [
+        b"a",
+        b"=",
+        b"\n",
+        b"\r",
+        b"\0",
+        b"\xc3",
+        b"\xbc",
+        b"\xff",
+        b"\xe2\x82",
+        b"request",
+        b"smtpd_access_policy",
+        b"request=smtpd_access_policy\n",
+        b"x=1\n",
+        b"\n\n",
+    ]
+)
+
+
+def _framed(data: bytes, clean: bool) -> bytes:
+    """`data` as one request: often taken by the fast path, and by it only when `clean`."""
+    body = data.replace(b"\n\n", b"\n").strip(b"\n")
+    if clean:  # every line a name=value, no CR or NUL; the limits may still be exceeded
+        lines = body.replace(b"\r", b"").replace(b"\0", b"").split(b"\n")
+        body = b"\n".join(b"k" + line + (b"" if b"=" in line else b"=") for line in lines)
+    return b"request=smtpd_access_policy\n" + body + b"\n\n"
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(_BYTES, max_size=40),
+    st.integers(min_value=8, max_value=300),
+    st.sampled_from(["raw", "framed", "clean"]),
+)
+def test_fast_path_equals_line_parser(parts: list[bytes], max_request: int, shape: str) -> None:
+    data = b"".join(parts)
+    if shape != "raw":
+        data = _framed(data, clean=shape == "clean")
+    limits = {"max_request": max_request, "max_attributes": 6}
+    got = PolicyParser(**limits).feed(data)
+    assert got == _line_parser_events(data, **limits)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(st.characters(blacklist_characters="=\n\r\0"), min_size=1, max_size=12),
+        st.text(st.characters(blacklist_characters="\n\r\0"), max_size=20),
+        max_size=30,
+    )
+)
+def test_fast_path_equals_line_parser_on_plausible_requests(attrs: dict[str, str]) -> None:
+    body = "".join(f"{k}={v}\n" for k, v in attrs.items())
+    data = f"request=smtpd_access_policy\n{body}\n".encode("utf-8", "surrogatepass")
+    parser = PolicyParser()
+    assert parser._whole(data) is not None or "request" in attrs  # taken for nearly all
+    assert parser.feed(data) == _line_parser_events(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        POSTFIX_RCPT,
+        POSTFIX_RCPT.replace(b"\n", b"\r\n"),
+        POSTFIX_RCPT + POSTFIX_RCPT,
+        POSTFIX_RCPT[:-1],
+        b"\n" + POSTFIX_RCPT,
+        b"\n\n",
+        b"request=smtpd_access_policy\n=v\n\n",
+        b"request=smtpd_access_policy\nnoequals\n\n",
+        b"request=smtpd_access_policy\nsender=a\0b\n\n",
+        b"request=smtpd_access_policy\nsender=a\xff\xe2\x82@b\n\n",
+        b"request=other\n\n",
+        b"protocol_state=RCPT\n\n",
+        b"request=smtpd_access_policy\n\n\n",
+        b"request=smtpd_access_policy\nsender=a\r\n\n",  # one CR LF, then a bare LF
+    ],
+)
+def test_fast_path_equals_line_parser_on_edges(data: bytes) -> None:
+    assert PolicyParser().feed(data) == _line_parser_events(data)
+    small = {"max_request": len(data) - 1, "max_attributes": 3}
+    assert PolicyParser(**small).feed(data) == _line_parser_events(data, **small)
+
+
+def test_fast_path_only_for_a_fresh_request() -> None:
+    parser = PolicyParser()
+    assert parser.feed(b"request=smtpd_access_policy\nsender=a") == []
+    # the start of this read finishes the pending line; it is not a request of its own
+    (req,) = _requests(parser.feed(b"b\nrecipient=c\n\n"))
+    assert req.get("sender") == "ab" and req.get("recipient") == "c"
+
+
 # ---------------------------------------------------------------- actions
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ import pytest
 from mxguard.config import Config, load_config_text
 from mxguard.events import EventLog
 from mxguard.greylist_feature import make_check
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.checks.base import Check
-from mxguard.policy.facts import DnsListAnswer, Role, Stage
+from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Role, Stage
+from mxguard.policyd.guard import ObservedState, guard
 from mxguard.policyd.mapping import BadRequest, RoleMap
 from mxguard.policyd.protocol import PolicyRequest
 from mxguard.policyd.server import ConnectionState, PolicyService, build_service
@@ -290,6 +293,17 @@ async def test_dnsbl_answers_reach_the_check(tmp_path: Path) -> None:
 
 
 class BrokenState(MemoryState):
+    """A backend that cannot be reached: its fast paths wait (NOT_NOW), its round trips fail."""
+
+    def get_now(self, key: str, now: float) -> NotNow:
+        return NOT_NOW
+
+    def counter_add_now(self, key: str, amount: int, window: float, now: float) -> NotNow:
+        return NOT_NOW
+
+    def greylist_now(self, *args: Any) -> NotNow:
+        return NOT_NOW
+
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float
     ) -> GreylistResult:
@@ -346,3 +360,35 @@ async def test_a_bug_is_not_a_state_error(tmp_path: Path) -> None:
     svc.engine.screens.append(Boom())
     with pytest.raises(RuntimeError):
         await svc.handle(req(), ConnectionState())
+
+
+# ---------------------------------------------------------------- the fast paths through the guards
+
+
+class NowBroken(Check):
+    name = "greylist_now"  # a soft check: its outage must not mean "accept"
+    stages = frozenset({Stage.RCPT})
+
+    def check_now(self, facts: Any) -> None:
+        raise StateUnavailable("down")
+
+    async def check(self, facts: Any) -> None:
+        raise StateUnavailable("down")
+
+
+@pytest.mark.parametrize("mode", ["default", "tempfail", "dunno"])
+async def test_guard_answers_a_state_error_alike_with_or_without_awaiting(mode: str) -> None:
+    guarded = guard(NowBroken(), mode)  # type: ignore[arg-type]
+    f = Facts(Stage.RCPT, 0.0, ipaddress.ip_address("192.0.2.7"), MxInfo("mx", Role.PRIMARY))
+    assert guarded.check_now(f) == await guarded.check(f)
+    assert (guarded.check_now(f) is None) is (mode == "dunno")
+
+
+async def test_observed_state_keeps_the_backends_fast_paths() -> None:
+    inner = MemoryState()
+    observed = ObservedState(inner)
+    await inner.put("k", "v", 10.0, 0.0)
+    assert observed.get_now("k", 1.0) == "v"
+    assert observed.counter_add_now("c", 2, 10.0, 0.0) == 2
+    assert await inner.get("c", 1.0) == "2"
+    assert ObservedState(BrokenState()).get_now("k", 1.0) is NOT_NOW

@@ -23,11 +23,11 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from mxguard.policy.address import ceil_seconds, client_network, normalize_sender, split_address
-from mxguard.policy.checks.base import Check
+from mxguard.policy.checks.base import NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, IPAddress, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, tempfail
-from mxguard.state.base import GreylistStatus, StateStore
+from mxguard.state.base import GreylistResult, GreylistStatus, StateStore
 
 #: the triplet entries (first-seen and passed flag), one per hashed triplet
 TRIPLET_PREFIX = "gl:"
@@ -103,6 +103,35 @@ class GreylistCheck(Check):
         passed = await self.state.get(NETWORK_PREFIX + network, now)
         return passed is not None and int(passed) >= self.auto_allow_after
 
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
+        """`check` without awaiting, where the state can answer at once (SQLite, memory).
+
+        NOT_NOW only before anything was written: the greylist step and the count of a
+        first pass are one `greylist_now`, so `check` can then start from the beginning.
+        """
+        recipient = facts.recipient or ""
+        sender = facts.sender or ""
+        if is_postmaster(recipient) or self.allowlisted(facts.client_ip, sender):
+            return None
+        network = self.network(facts.client_ip)
+        if self.auto_allow_after > 0:
+            passed = self.state.get_now(NETWORK_PREFIX + network, facts.now)
+            if isinstance(passed, NotNow):
+                return NOT_NOW
+            if passed is not None and int(passed) >= self.auto_allow_after:
+                return None
+        result = self.state.greylist_now(
+            triplet_key(network, sender, recipient),
+            facts.now,
+            self.delay,
+            self.retry_window,
+            self.pass_ttl,
+            NETWORK_PREFIX + network,
+        )
+        if isinstance(result, NotNow):
+            return NOT_NOW
+        return self._verdict(result, facts.now)
+
     async def check(self, facts: Facts) -> Verdict | None:
         recipient = facts.recipient or ""
         sender = facts.sender or ""
@@ -122,9 +151,12 @@ class GreylistCheck(Check):
             # Only a first pass counts towards auto-allow: a triplet that keeps sending is one
             # sender, not evidence that the whole network retries properly.
             await self.state.counter_add(NETWORK_PREFIX + network, 1, self.pass_ttl, facts.now)
+        return self._verdict(result, facts.now)
+
+    def _verdict(self, result: GreylistResult, now: float) -> Verdict | None:
         if result.allowed:
             return None
-        wait = ceil_seconds(result.first_seen + self.delay - facts.now)
+        wait = ceil_seconds(result.first_seen + self.delay - now)
         return tempfail(
             "greylisted", f"Greylisted, try again in {wait} seconds", 450, "4.7.1", soft=True
         )
