@@ -114,6 +114,16 @@ class StateStore(ABC):
         """`counter_add` without awaiting, when the backend can do it without waiting."""
         return NOT_NOW
 
+    def hash_put_now(
+        self, key: str, field: str, value: str, ttl: float, now: float
+    ) -> NotNow | None:
+        """`hash_put` without awaiting, when the backend can write without waiting.
+
+        Lets bookkeeping writes that follow each decision (the walk feature's outcomes) skip
+        starting a task of their own.
+        """
+        return NOT_NOW
+
     async def ping(self) -> bool:
         return True
 
