@@ -53,7 +53,9 @@ def _has_routing(local: str, domain: str) -> bool:
     return local.startswith(".") or local.endswith(".")
 
 
+@functools.lru_cache(maxsize=8192)
 def classify(address: str, local_domains: frozenset[str]) -> SplitAddress:
+    """Cached: relay control and recipient validation both ask it for every RCPT."""
     parts = split_address(address)
     if parts is None:
         return SplitAddress(AddressKind.ROUTING, address, "")
