@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import multiprocessing
 import time
 from collections.abc import Iterator
@@ -24,7 +23,9 @@ from mxguard.policy.checks.greylist import GreylistCheck
 from mxguard.policy.facts import Role
 from mxguard.policy.networks import NetworkSet
 from mxguard.recipients import RecipientDirectory
+from mxguard.sim.addresses import SimAddress
 from mxguard.sim.backup import BackupQueue, backup_source_ip
+from mxguard.sim.decisions import decision_sink
 from mxguard.sim.layouts import Layout
 from mxguard.sim.liveness import WalkLiveness, eager_task_factory, walk_feature
 from mxguard.sim.loop import EventLoop
@@ -142,7 +143,7 @@ def client_ip(host: int, pool: int, rng: Random) -> IP:
     ip = _IPS.get(n)
     if ip is None:
         net = 1 + n % 65000
-        ip = _IPS[n] = ipaddress.IPv4Address(0x7F000000 | (net << 8) | 10)
+        ip = _IPS[n] = SimAddress(0x7F000000 | (net << 8) | 10)
     return ip
 
 
@@ -226,9 +227,8 @@ class Run:
             hook(self.runtime)
         if self.runtime.on_session is not None:
             self.tier.on_session = self._on_session
-        if self.server.events.listeners:
-            self.tier.events = self.server.events
         walk = walk_feature(self.server)
+        self.tier.events = decision_sink(self.server.events, walk)
         self.liveness = WalkLiveness(walk, self.loop, mxs) if walk is not None else None
         greylist = find_check(self.engine.checks(), "greylist")
         self.queues: dict[str, BackupQueue] = {}
