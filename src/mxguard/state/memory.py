@@ -7,6 +7,7 @@ from mxguard.state.base import GreylistResult, StateStore, greylist_transition
 
 class MemoryState(StateStore):
     kind = "memory"
+    immediate = True  # nothing here ever awaits
 
     def __init__(self) -> None:
         self._kv: dict[str, tuple[str, float]] = {}

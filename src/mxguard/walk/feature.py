@@ -34,7 +34,7 @@ from mxguard.policy.checks.walk import BackupWalkCheck, Tier, TierMx, WalkGate
 from mxguard.policy.facts import Facts, IPAddress, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Action, Verdict
-from mxguard.state.base import StateStore
+from mxguard.state.base import StateStore, complete_now
 from mxguard.walk.blocklist import Blocklist
 from mxguard.walk.health import Health
 from mxguard.walk.memo import Memo
@@ -75,6 +75,7 @@ class WalkFeature:
         self.sightings = Sightings(state, w.window, w.ipv4_prefix, w.ipv6_prefix)
         self.health = Health(state, w.health_window)
         self.blocklist = Blocklist(state, cfg.blocklist.ipv4_prefix, cfg.blocklist.ipv6_prefix)
+        self.immediate = state.immediate
         self.record = any(m.role in _JUDGING_ROLES for m in cfg.mx)
         self.exempt = NetworkSet((*cfg.access.allow, *cfg.relay.trusted_peers))
         self.hosts = {m.host: m for m in cfg.mx}
@@ -233,6 +234,12 @@ class WalkFeature:
         return known
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.immediate:  # the write cannot wait: no task for it
+            try:
+                complete_now(coro)
+            except Exception as exc:  # as _done logs a failed task
+                log.warning("walk bookkeeping failed: %s", exc)
+            return
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no loop (a tool building the engine): nothing to record into

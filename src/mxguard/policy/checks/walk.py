@@ -39,6 +39,7 @@ from mxguard.policy.checks.base import ALL_ROLES, NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, IPAddress, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, disconnect, tempfail
+from mxguard.state.base import complete_now
 from mxguard.walk.blocklist import BlockEntry, Blocklist
 from mxguard.walk.health import Health, MxHealth
 from mxguard.walk.memo import Memo
@@ -187,6 +188,7 @@ class WalkGate(Check):
         self.exempt = exempt
         self.trap_answers = dict(trap_answers)
         self.record = record  # False when no MX of the tier is ever judged: nothing to ask
+        self.immediate = all(s.immediate for s in (sightings.state, health.state, blocklist.state))
         #: the blocklist note by (role, walk, preference): it depends on the tier alone
         self._why: dict[tuple[Role, Walk, int | None], str] = {}
         #: client -> in `exempt`: asked at every contact, and the networks never change
@@ -209,6 +211,8 @@ class WalkGate(Check):
         # after connect, only traps and retired addresses have anything to say
         if facts.stage is not Stage.CONNECT and facts.mx.role not in TRAP_ROLES:
             return None
+        if self.immediate:  # the state never waits: the whole check runs here
+            return complete_now(self.check(facts))
         return NOT_NOW
 
     async def check(self, facts: Facts) -> Verdict | None:
