@@ -28,7 +28,7 @@ from mxguard.sim.backup import BackupQueue, backup_source_ip
 from mxguard.sim.decisions import decision_sink
 from mxguard.sim.layouts import Layout
 from mxguard.sim.liveness import WalkLiveness, eager_task_factory, walk_feature
-from mxguard.sim.loop import EventLoop
+from mxguard.sim.loop import EventLoop, fewer_collections
 from mxguard.sim.model import (
     SESSION,
     SILENT,
@@ -83,49 +83,48 @@ def local_recipients(cfg: Config) -> tuple[str, list[str]]:
 
 
 def draw_population(scenario: Scenario, cfg: Config, seed: int) -> list[Planned]:
+    """Every message of the scenario, drawn from one random stream in a fixed order.
+
+    The order of the draws is the population: changing it changes every run's numbers, so
+    the loop below only binds names locally (it draws tens of thousands of messages).
+    """
     rng = Random(f"population:{seed}")
+    random, randrange, randint = rng.random, rng.randrange, rng.randint
+    choice, lognormvariate = rng.choice, rng.lognormvariate
     domain, valid_rcpts = local_recipients(cfg)
     out: list[Planned] = []
+    append = out.append
     host_base = 0
     n = 0
     for gi, g in enumerate(scenario.groups):
         listed_hosts = max(0, round(g.hosts * g.listed))
+        hosts, spam, behaviour, valid_share = g.hosts, g.spam, g.behaviour, g.valid
+        first, span = EPOCH + g.start, g.end - g.start
+        fewest, most = g.recipients
+        size_median = g.size
         for _ in range(g.count):
-            host = rng.randrange(g.hosts)
-            born = EPOCH + g.start + rng.random() * (g.end - g.start)
-            k = rng.randint(g.recipients[0], g.recipients[1])
+            host = randrange(hosts)
+            born = first + random() * span
+            k = randint(fewest, most)
             rcpts: list[str] = []
             valid: set[str] = set()
             for _ in range(k):
-                if rng.random() < g.valid:
-                    r = rng.choice(valid_rcpts)
+                if random() < valid_share:
+                    r = choice(valid_rcpts)
                     valid.add(r)
                 else:
-                    r = f"nobody{rng.randrange(10**6)}@{domain}"
+                    r = f"nobody{randrange(10**6)}@{domain}"
                 if r not in rcpts:
                     rcpts.append(r)
-            if g.spam:
-                sender = f"x{rng.randrange(10**6)}@forged{rng.randrange(1000)}.example"
+            if spam:
+                sender = f"x{randrange(10**6)}@forged{randrange(1000)}.example"
             else:
-                sender = f"u{rng.randrange(50)}@s{host_base + host}.{g.behaviour}.example"
-            size = max(300, int(rng.lognormvariate(0.0, 0.8) * g.size))
+                sender = f"u{randrange(50)}@s{host_base + host}.{behaviour}.example"
+            size = max(300, int(lognormvariate(0.0, 0.8) * size_median))
             n += 1
-            out.append(
-                Planned(
-                    n,
-                    gi,
-                    g.behaviour,
-                    g.spam,
-                    sender,
-                    tuple(rcpts),
-                    frozenset(valid),
-                    size,
-                    born,
-                    host_base + host,
-                    host < listed_hosts,
-                )
-            )
-        host_base += g.hosts * BEHAVIOURS[g.behaviour].pool
+            append(Planned(n, gi, behaviour, spam, sender, tuple(rcpts), frozenset(valid), size,
+                           born, host_base + host, host < listed_hosts))  # fmt: skip
+        host_base += hosts * BEHAVIOURS[behaviour].pool
     out.sort(key=lambda p: (p.born, p.id))
     return out
 
@@ -410,6 +409,17 @@ class Run:
 
     async def _simulate(self) -> LayoutResult:
         t0 = time.perf_counter()
+        with fewer_collections():
+            self._play()
+        wall = time.perf_counter() - t0
+        for closer in self.server.closers:
+            with contextlib.suppress(Exception):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+        return self._result(wall)
+
+    def _play(self) -> None:
         loop = self.loop
         if self.liveness is not None:
             self.liveness.start(EPOCH)
@@ -421,15 +431,7 @@ class Run:
             msg.ip = client_ip(p.host, 1, self.rng) if beh.pool == 1 else None  # type: ignore[assignment]
             self.messages.append(msg)
             loop.at(p.born, self.start, msg)
-        horizon = EPOCH + self.scenario.duration + self.scenario.drain
-        loop.run(horizon)
-        wall = time.perf_counter() - t0
-        for closer in self.server.closers:
-            with contextlib.suppress(Exception):
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-        return self._result(wall)
+        loop.run(EPOCH + self.scenario.duration + self.scenario.drain)
 
     def _result(self, wall: float) -> LayoutResult:
         groups: dict[str, GroupResult] = {}

@@ -280,14 +280,14 @@ class Tier:
         ev = self.events
         sid = f"S{next(self._ids):X}"
         extra: dict[str, str] = {}
+        facts: Facts | None = None
         known = self._screening.get(ip)
         if known is None:
             trusted = engine.is_trusted(ip)
-            f0 = Facts(_CONNECT, now, ip, info, sid, trusted_peer=trusted)
-            known = self._screening[ip] = (trusted, engine.screened(f0))
+            facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None, None,
+                          (), None, None, None, trusted, extra)  # fmt: skip
+            known = self._screening[ip] = (trusted, engine.screened(facts))
         trusted, screened = known
-        facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None, None, (),
-                      None, None, None, trusted, extra)  # fmt: skip
         n_connect, n_helo, n_mail, n_data, n_eom = self._needs(mx, screened)
         dnsbl = None
         if self._dnsbl_hit is not None and screened:
@@ -298,6 +298,9 @@ class Tier:
             if connect_dnsbl is not None:
                 facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None,
                               None, (), None, connect_dnsbl, None, trusted, extra)  # fmt: skip
+            elif facts is None:
+                facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None,
+                              None, (), None, None, None, trusted, extra)  # fmt: skip
             v = decide(facts, screened)
             if v.action is not _ACCEPT and v.action is not Action.DISCARD:
                 self._refused(mx, v)
