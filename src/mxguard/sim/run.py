@@ -40,6 +40,7 @@ from mxguard.sim.policy import build_sim_engine, build_sim_server, find_check
 from mxguard.sim.scenario import Scenario
 from mxguard.sim.senders import BEHAVIOURS, Behaviour
 from mxguard.sim.tier import IP, Condition, SimMx, Tier
+from mxguard.slotinit import fill_slots
 from mxguard.smtp.listener import ConnectionGate, Runtime
 
 #: virtual time zero: a fixed epoch, so that runs do not depend on the day they are made
@@ -51,6 +52,7 @@ STEP = 0.0001
 # ---------------------------------------------------------------- population
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Planned:
     """One message as drawn for the scenario, before any layout saw it."""

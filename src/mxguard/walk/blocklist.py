@@ -19,6 +19,7 @@ from math import isfinite
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress
+from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
 from mxguard.walk.memo import Memo
 
@@ -28,6 +29,7 @@ INDEX_KEY = "blockidx:all"
 MAX_TTL = 366 * 86400.0
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class BlockEntry:
     network: str

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
 
 LIVE_PREFIX = "live:"
@@ -36,6 +37,7 @@ def beat_interval(health_window: float) -> float:
     return max(0.05, min(5.0, health_window / 4))
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class MxHealth:
     host: str

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
+from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
 from mxguard.walk.memo import Memo
 
@@ -38,6 +39,7 @@ class Walk(enum.StrEnum):
     RETIRED = "retired"  # a retired address: nobody legitimate knows it
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The latest answer an MX gave this client (from the event log's decision)."""
@@ -62,6 +64,7 @@ class Outcome:
             return None
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Contact:
     """A client's contacts with one MX host inside the window."""
