@@ -20,8 +20,10 @@ from typing import Any, TypeVar
 
 C = TypeVar("C", bound=type)
 
+
 class _Factory:
-    """"No argument given" for a field with a default factory (shown as dataclasses do)."""
+    """The value of "no argument given" for a field with a default factory (shown as
+    dataclasses show theirs)."""
 
     def __repr__(self) -> str:
         return "<factory>"
@@ -55,7 +57,8 @@ def fill_slots(cls: C) -> C:
     source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body) + "\n"
     exec(source, env)
     init = env["__init__"]
-    generated = inspect.signature(cls.__init__)
+    generated_init = cls.__dict__["__init__"]
+    generated = inspect.signature(generated_init)
     mine = inspect.signature(init)
     same = [(p.name, p.kind) for p in generated.parameters.values()] == [
         (p.name, p.kind) for p in mine.parameters.values()
@@ -63,6 +66,6 @@ def fill_slots(cls: C) -> C:
     if not same:
         raise TypeError(f"{cls.__name__}: fill_slots made another signature: {mine}")
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[misc]
+    init.__doc__ = generated_init.__doc__
+    type.__setattr__(cls, "__init__", init)
     return cls

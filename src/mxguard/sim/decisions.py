@@ -14,15 +14,13 @@ that is not simulated (`sim/policy.py`).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from mxguard.events import EventLog
-from mxguard.policy.facts import Facts
-from mxguard.policy.verdict import Verdict
 
-
-class DecisionSink(Protocol):
-    def __call__(self, facts: Facts, verdict: Verdict, /, **extra: Any) -> None: ...
+#: called as sink(facts, verdict, **extra), as `EventLog.decision` is
+DecisionSink = Callable[..., None]
 
 
 def decision_sink(events: EventLog, walk: Any | None) -> DecisionSink | None:

@@ -21,6 +21,7 @@ spot is the residual risk, written down in docs/walk.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,7 +50,9 @@ class MxHealth:
     sick_at: float | None = None
 
 
+@functools.lru_cache(maxsize=1024)
 def _split_floats(value: str | None) -> tuple[float, float] | None:
+    """Cached: a host's heartbeat is read back at every judged contact until the next beat."""
     if value is None:
         return None
     a, _, b = value.partition("|")
