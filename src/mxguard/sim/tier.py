@@ -261,8 +261,8 @@ class Tier:
         return v
 
     def _refused(self, mx: SimMx, v: Verdict) -> None:
-        r = mx.stats.reasons
-        r[v.reason] = r.get(v.reason, 0) + 1
+        reasons = mx.stats.reasons
+        reasons[v.reason] = reasons.get(v.reason, 0) + 1
 
     def _session(
         self,

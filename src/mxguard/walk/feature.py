@@ -49,6 +49,9 @@ log = logging.getLogger("mxguard.walk")
 #: the roles whose contacts someone judges; a tier of primaries only records nothing
 _JUDGING_ROLES = frozenset({Role.BACKUP, Role.TRAP, Role.RETIRED})
 
+#: module names for enum members read per decision (an enum attribute costs a lookup)
+_RCPT, _ACCEPT = Stage.RCPT, Action.ACCEPT
+
 #: installed features by server, for tests and the bench (`feature_of`)
 _installed: dict[int, WalkFeature] = {}
 
@@ -198,7 +201,7 @@ class WalkFeature:
             return
         stage = facts.stage
         action = verdict.action
-        if stage is Stage.RCPT and action is Action.ACCEPT:
+        if stage is _RCPT and action is _ACCEPT:
             return  # as on_event
         ip = facts.client_ip
         exempt = self._exempt.get(ip)
