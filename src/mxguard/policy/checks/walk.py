@@ -236,16 +236,20 @@ class WalkGate(Check):
         mx = facts.mx
         role = mx.role
         ip, now = facts.client_ip, facts.now
-        contacts = await self.sightings.contacts(ip, now)
         lower = self.tier.lower(mx) if role in JUDGED else []
+        contacts: dict[str, Contact] = {}
         health: dict[str, MxHealth] = {}
         walked = None
         if lower:
+            contacts = await self.sightings.contacts(ip, now)
+            previous = contacts.get(mx.host)
             walked = bool(seen_lower(contacts, lower, mx.preference))
             if not walked:
                 health = await self.health.statuses((m.host for m in lower), now)
+        else:  # nothing below to have walked through: only this host's record matters
+            previous = await self.sightings.contact(ip, mx.host, now)
         walk = classify(role, mx.preference, contacts, lower, health, walked)
-        await self.sightings.record(ip, mx, now, walk, contacts.get(mx.host))
+        await self.sightings.record(ip, mx, now, walk, previous)
         if blocklists(role, walk):
             note = self._why.get((role, walk, mx.preference))
             if note is None:  # the same words for every client this MX catches
