@@ -91,7 +91,7 @@ _encode_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _quote = json.encoder.encode_basestring_ascii
 #: parsed entries by stored value: the blocklist check reads a listed client's entry at every
 #: RCPT, and a renewal reads the old one back
-_parsed: Memo[str, BlockEntry] = Memo(1 << 14)
+_parsed: Memo[str, BlockEntry] = Memo(1 << 12)
 
 # to_json lists every field by name: fail at import if a field is added without it.
 assert [f.name for f in fields(BlockEntry)] == [

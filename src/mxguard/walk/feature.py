@@ -84,8 +84,8 @@ class WalkFeature:
         self.hosts = {m.host: m for m in cfg.mx}
         #: event client text -> (address, exempt), and address -> exempt: emptied here,
         #: since `exempt` may change
-        self._clients: Memo[str, tuple[IPAddress, bool]] = Memo(1 << 16)
-        self._exempt: Memo[IPAddress, bool] = Memo(1 << 16)
+        self._clients: Memo[str, tuple[IPAddress, bool]] = Memo(1 << 14)
+        self._exempt: Memo[IPAddress, bool] = Memo(1 << 14)
 
     def now(self) -> float:
         rt = self.server.runtime

@@ -104,8 +104,8 @@ class Contact:
 
 #: parsed fields by (host, stored value) and by stored value: every contact reads the whole
 #: hash back, and most of its fields are the ones this process wrote or read a moment ago
-_contacts: Memo[tuple[str, str], Contact] = Memo(1 << 14)
-_outcomes: Memo[str, Outcome] = Memo(1 << 14)
+_contacts: Memo[tuple[str, str], Contact] = Memo(1 << 12)
+_outcomes: Memo[str, Outcome] = Memo(1 << 12)
 
 
 def sighting_key(network: str) -> str:
@@ -169,7 +169,7 @@ class Sightings:
         self.window = window
         self.v4, self.v6 = ipv4_prefix, ipv6_prefix
         #: client -> its hash's key: every contact reads and writes it several times
-        self._keys: Memo[IPAddress, str] = Memo(1 << 16)
+        self._keys: Memo[IPAddress, str] = Memo(1 << 14)
 
     def network(self, ip: IPAddress) -> str:
         return client_network(ip, self.v4, self.v6)

@@ -193,7 +193,7 @@ class WalkGate(Check):
         self._why: dict[tuple[Role, Walk, int | None], str] = {}
         #: client -> in `exempt`: asked at every contact, and the networks never change
         #: (a reload builds a new gate)
-        self._exempt: Memo[IPAddress, bool] = Memo(1 << 16)
+        self._exempt: Memo[IPAddress, bool] = Memo(1 << 14)
 
     def exempted(self, facts: Facts) -> bool:
         if facts.trusted_peer:
