@@ -227,7 +227,9 @@ class Run:
         for hook in self.server.runtime_hooks:
             hook(self.runtime)
         if self.runtime.on_session is not None:
-            self.tier.on_session = self._on_session
+            # a session goes straight to the hook; a refusal at the cap needs _on_capacity
+            self.tier.on_session = self.runtime.on_session
+            self.tier.on_capacity = self._on_capacity
         walk = walk_feature(self.server)
         self.tier.events = decision_sink(self.server.events, walk)
         self.liveness = WalkLiveness(walk, self.loop, mxs) if walk is not None else None
@@ -255,18 +257,15 @@ class Run:
         self.messages: list[SimMessage] = []
         self.contacts = 0
 
-    def _on_session(self, mx: MxSettings, event: str) -> None:
+    def _on_capacity(self, mx: MxSettings, event: str) -> None:
         """A simulated cap is the whole process's cap: the gate says "full" while we tell."""
         hook = self.runtime.on_session
         assert hook is not None
-        if event == "capacity":
-            self.gate.total = self.gate.max_total
-            try:
-                hook(mx, event)
-            finally:
-                self.gate.total = 0
-        else:
+        self.gate.total = self.gate.max_total
+        try:
             hook(mx, event)
+        finally:
+            self.gate.total = 0
 
     def _max_connections(self, cfg: Config, host: str, role: Role) -> int:
         m = self.scenario.max_connections

@@ -165,8 +165,10 @@ class Tier:
         #: what the role sinks do with an accepted message: set by the runner
         self.deliver: Callable[[SimMx, SimMessage, list[str], float, bool], list[str]] = _no_sink
         self.queue: Callable[[SimMx, SimMessage, list[str], IP, float], None] = _no_queue
-        #: liveness bookkeeping, as `Runtime.on_session` in the listener (mx, event)
+        #: liveness bookkeeping, as `Runtime.on_session` in the listener (mx, event): for
+        #: each session, and for a client turned away at the connection cap
         self.on_session: Callable[[MxSettings, str], None] | None = None
+        self.on_capacity: Callable[[MxSettings, str], None] | None = None
         #: who hears of each decision, when a feature listens to the event log (the walk
         #: check's sightings do; `sim/decisions.py`); None skips the events nobody reads
         self.events: DecisionSink | None = None
@@ -224,8 +226,8 @@ class Tier:
             facts = Facts(_CONNECT, now, ip, mx.info, f"S{next(self._ids):X}",
                           trusted_peer=self.engine.is_trusted(ip))  # fmt: skip
             self.events(facts, CAPACITY)
-        if self.on_session is not None:
-            self.on_session(mx.settings, "capacity")
+        if self.on_capacity is not None:
+            self.on_capacity(mx.settings, "capacity")
         return Contact(BANNER_4XX, 421)
 
     def _accept_all(
