@@ -17,8 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from mxguard.notnow import NotNow
-from mxguard.state.base import GreylistResult, GreylistStatus, StateStore, greylist_transition
+from mxguard.notnow import NOT_NOW, NotNow
+from mxguard.state.base import (
+    GreylistResult,
+    GreylistStatus,
+    StateStore,
+    complete_now,
+    greylist_transition,
+)
 from mxguard.state.memory import MemoryState
 from mxguard.state.redis import RedisState
 from mxguard.state.sqlite import SqliteState
@@ -415,3 +421,42 @@ async def test_sqlite_greylist_now_declines_while_another_process_writes(tmp_pat
         assert await store.get("glnet:t", T0 + 62) == "1"
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------- answering at once
+
+
+async def test_hash_put_now_writes_as_hash_put_or_defers(store: StateStore) -> None:
+    """A backend either writes at once, exactly as hash_put would, or says NOT_NOW and
+    writes nothing (the caller then takes the async path)."""
+    await store.hash_put("h", "a", "1", 10, T0)
+    done = store.hash_put_now("h", "b", "2|x", 10, T0 + 8)
+    if done is NOT_NOW:
+        assert await store.hash_get("h", T0 + 8) == {"a": "1"}
+        return
+    assert done is None
+    assert await store.hash_get("h", T0 + 17) == {"a": "1", "b": "2|x"}  # expiry slid
+    assert await store.hash_get("h", T0 + 18) == {}
+
+
+async def test_an_immediate_store_never_suspends() -> None:
+    """What `immediate` promises (only the memory store makes the promise; SQLite and Redis
+    say immediate = False): every operation runs to its end in one step."""
+    store = MemoryState()
+    assert store.immediate
+    assert not SqliteState(":memory:").immediate
+    assert complete_now(store.put("k", "v", 10, T0)) is None
+    assert complete_now(store.get("k", T0)) == "v"
+    assert complete_now(store.hash_put("h", "f", "v", 10, T0)) is None
+    assert complete_now(store.hash_get("h", T0)) == {"f": "v"}
+    assert complete_now(store.counter_add("c", 2, 10, T0)) == 2
+    result = complete_now(store.greylist("g", T0, 60, 3600, 86400))
+    assert result.status is GreylistStatus.NEW
+
+
+def test_complete_now_reports_a_coroutine_that_suspends() -> None:
+    async def waits() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="suspended"):
+        complete_now(waits())

@@ -146,3 +146,13 @@ async def test_engine_allowlist_skips_screens_but_never_relay_control() -> None:
         facts(ip="192.0.2.2", recipient="alice@example.test", trusted_peer=True)
     )
     assert v.action is Action.ACCEPT
+
+
+def test_network_set_membership_by_family() -> None:
+    nets = NetworkSet(["198.51.100.0/24", "2001:db8:1::/48"])
+    ip = ipaddress.ip_address
+    assert ip("198.51.100.7") in nets and ip("::ffff:198.51.100.7") in nets
+    assert ip("2001:db8:1:2::1") in nets
+    assert ip("198.51.101.7") not in nets and ip("2001:db8:2::1") not in nets
+    assert ip("::ffff:203.0.113.1") not in nets
+    assert ip("198.51.100.7") not in NetworkSet() and not NetworkSet()

@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mxguard.slotinit import fill_slots
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -53,6 +55,7 @@ class DnsListAnswer:
     error: str | None = None
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Facts:
     stage: Stage

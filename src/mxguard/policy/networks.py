@@ -11,11 +11,18 @@ from mxguard.policy.facts import IPAddress
 class NetworkSet:
     def __init__(self, cidrs: Iterable[str] = ()) -> None:
         self._nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        # split by family once: asked for every client, and most sets are empty or small
+        self._v4 = tuple(n for n in self._nets if n.version == 4)
+        self._v6 = tuple(n for n in self._nets if n.version == 6)
 
     def __contains__(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == n.version and ip in n for n in self._nets)
+        if isinstance(ip, ipaddress.IPv4Address):
+            nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = self._v4
+        elif ip.ipv4_mapped is not None:
+            ip, nets = ip.ipv4_mapped, self._v4
+        else:
+            nets = self._v6
+        return bool(nets) and any(ip in n for n in nets)
 
     def __bool__(self) -> bool:
         return bool(self._nets)

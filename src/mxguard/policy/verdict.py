@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from mxguard.slotinit import fill_slots
+
 
 class Action(enum.StrEnum):
     ACCEPT = "accept"
@@ -19,6 +21,7 @@ class Action(enum.StrEnum):
     DISCONNECT = "disconnect"  # 421/521 and close: said at connect or by a rate limit
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Verdict:
     action: Action

@@ -25,6 +25,7 @@ from random import Random
 from mxguard.policy.checks.greylist import HISTORY_ALLOWED, HISTORY_NONE, GreylistCheck
 from mxguard.policy.networks import NetworkSet
 from mxguard.queue.forwarder import backoff
+from mxguard.sim.addresses import SimAddress
 from mxguard.sim.loop import EventLoop, run_sync
 from mxguard.sim.model import SESSION, SimMessage
 from mxguard.sim.tier import IP, SimMx, Tier
@@ -206,4 +207,4 @@ def backup_source_ip(mx_source: str | None, index: int) -> IP:
     """The address a backup forwards from: its configured source_address, else a loopback one."""
     if mx_source:
         return ipaddress.ip_address(mx_source)
-    return ipaddress.IPv4Address(0x7F000000 + 200 + index)
+    return SimAddress(0x7F000000 + 200 + index)

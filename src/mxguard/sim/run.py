@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import multiprocessing
 import time
 from collections.abc import Iterator
@@ -24,10 +23,12 @@ from mxguard.policy.checks.greylist import GreylistCheck
 from mxguard.policy.facts import Role
 from mxguard.policy.networks import NetworkSet
 from mxguard.recipients import RecipientDirectory
+from mxguard.sim.addresses import SimAddress
 from mxguard.sim.backup import BackupQueue, backup_source_ip
+from mxguard.sim.decisions import decision_sink
 from mxguard.sim.layouts import Layout
 from mxguard.sim.liveness import WalkLiveness, eager_task_factory, walk_feature
-from mxguard.sim.loop import EventLoop
+from mxguard.sim.loop import EventLoop, fewer_collections
 from mxguard.sim.model import (
     SESSION,
     SILENT,
@@ -39,6 +40,7 @@ from mxguard.sim.policy import build_sim_engine, build_sim_server, find_check
 from mxguard.sim.scenario import Scenario
 from mxguard.sim.senders import BEHAVIOURS, Behaviour
 from mxguard.sim.tier import IP, Condition, SimMx, Tier
+from mxguard.slotinit import fill_slots
 from mxguard.smtp.listener import ConnectionGate, Runtime
 
 #: virtual time zero: a fixed epoch, so that runs do not depend on the day they are made
@@ -50,6 +52,7 @@ STEP = 0.0001
 # ---------------------------------------------------------------- population
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Planned:
     """One message as drawn for the scenario, before any layout saw it."""
@@ -82,49 +85,48 @@ def local_recipients(cfg: Config) -> tuple[str, list[str]]:
 
 
 def draw_population(scenario: Scenario, cfg: Config, seed: int) -> list[Planned]:
+    """Every message of the scenario, drawn from one random stream in a fixed order.
+
+    The order of the draws is the population: changing it changes every run's numbers, so
+    the loop below only binds names locally (it draws tens of thousands of messages).
+    """
     rng = Random(f"population:{seed}")
+    random, randrange, randint = rng.random, rng.randrange, rng.randint
+    choice, lognormvariate = rng.choice, rng.lognormvariate
     domain, valid_rcpts = local_recipients(cfg)
     out: list[Planned] = []
+    append = out.append
     host_base = 0
     n = 0
     for gi, g in enumerate(scenario.groups):
         listed_hosts = max(0, round(g.hosts * g.listed))
+        hosts, spam, behaviour, valid_share = g.hosts, g.spam, g.behaviour, g.valid
+        first, span = EPOCH + g.start, g.end - g.start
+        fewest, most = g.recipients
+        size_median = g.size
         for _ in range(g.count):
-            host = rng.randrange(g.hosts)
-            born = EPOCH + g.start + rng.random() * (g.end - g.start)
-            k = rng.randint(g.recipients[0], g.recipients[1])
+            host = randrange(hosts)
+            born = first + random() * span
+            k = randint(fewest, most)
             rcpts: list[str] = []
             valid: set[str] = set()
             for _ in range(k):
-                if rng.random() < g.valid:
-                    r = rng.choice(valid_rcpts)
+                if random() < valid_share:
+                    r = choice(valid_rcpts)
                     valid.add(r)
                 else:
-                    r = f"nobody{rng.randrange(10**6)}@{domain}"
+                    r = f"nobody{randrange(10**6)}@{domain}"
                 if r not in rcpts:
                     rcpts.append(r)
-            if g.spam:
-                sender = f"x{rng.randrange(10**6)}@forged{rng.randrange(1000)}.example"
+            if spam:
+                sender = f"x{randrange(10**6)}@forged{randrange(1000)}.example"
             else:
-                sender = f"u{rng.randrange(50)}@s{host_base + host}.{g.behaviour}.example"
-            size = max(300, int(rng.lognormvariate(0.0, 0.8) * g.size))
+                sender = f"u{randrange(50)}@s{host_base + host}.{behaviour}.example"
+            size = max(300, int(lognormvariate(0.0, 0.8) * size_median))
             n += 1
-            out.append(
-                Planned(
-                    n,
-                    gi,
-                    g.behaviour,
-                    g.spam,
-                    sender,
-                    tuple(rcpts),
-                    frozenset(valid),
-                    size,
-                    born,
-                    host_base + host,
-                    host < listed_hosts,
-                )
-            )
-        host_base += g.hosts * BEHAVIOURS[g.behaviour].pool
+            append(Planned(n, gi, behaviour, spam, sender, tuple(rcpts), frozenset(valid), size,
+                           born, host_base + host, host < listed_hosts))  # fmt: skip
+        host_base += hosts * BEHAVIOURS[behaviour].pool
     out.sort(key=lambda p: (p.born, p.id))
     return out
 
@@ -142,7 +144,7 @@ def client_ip(host: int, pool: int, rng: Random) -> IP:
     ip = _IPS.get(n)
     if ip is None:
         net = 1 + n % 65000
-        ip = _IPS[n] = ipaddress.IPv4Address(0x7F000000 | (net << 8) | 10)
+        ip = _IPS[n] = SimAddress(0x7F000000 | (net << 8) | 10)
     return ip
 
 
@@ -225,10 +227,11 @@ class Run:
         for hook in self.server.runtime_hooks:
             hook(self.runtime)
         if self.runtime.on_session is not None:
-            self.tier.on_session = self._on_session
-        if self.server.events.listeners:
-            self.tier.events = self.server.events
+            # a session goes straight to the hook; a refusal at the cap needs _on_capacity
+            self.tier.on_session = self.runtime.on_session
+            self.tier.on_capacity = self._on_capacity
         walk = walk_feature(self.server)
+        self.tier.events = decision_sink(self.server.events, walk)
         self.liveness = WalkLiveness(walk, self.loop, mxs) if walk is not None else None
         greylist = find_check(self.engine.checks(), "greylist")
         self.queues: dict[str, BackupQueue] = {}
@@ -254,18 +257,15 @@ class Run:
         self.messages: list[SimMessage] = []
         self.contacts = 0
 
-    def _on_session(self, mx: MxSettings, event: str) -> None:
+    def _on_capacity(self, mx: MxSettings, event: str) -> None:
         """A simulated cap is the whole process's cap: the gate says "full" while we tell."""
         hook = self.runtime.on_session
         assert hook is not None
-        if event == "capacity":
-            self.gate.total = self.gate.max_total
-            try:
-                hook(mx, event)
-            finally:
-                self.gate.total = 0
-        else:
+        self.gate.total = self.gate.max_total
+        try:
             hook(mx, event)
+        finally:
+            self.gate.total = 0
 
     def _max_connections(self, cfg: Config, host: str, role: Role) -> int:
         m = self.scenario.max_connections
@@ -410,6 +410,17 @@ class Run:
 
     async def _simulate(self) -> LayoutResult:
         t0 = time.perf_counter()
+        with fewer_collections():
+            self._play()
+        wall = time.perf_counter() - t0
+        for closer in self.server.closers:
+            with contextlib.suppress(Exception):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+        return self._result(wall)
+
+    def _play(self) -> None:
         loop = self.loop
         if self.liveness is not None:
             self.liveness.start(EPOCH)
@@ -421,15 +432,7 @@ class Run:
             msg.ip = client_ip(p.host, 1, self.rng) if beh.pool == 1 else None  # type: ignore[assignment]
             self.messages.append(msg)
             loop.at(p.born, self.start, msg)
-        horizon = EPOCH + self.scenario.duration + self.scenario.drain
-        loop.run(horizon)
-        wall = time.perf_counter() - t0
-        for closer in self.server.closers:
-            with contextlib.suppress(Exception):
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-        return self._result(wall)
+        loop.run(EPOCH + self.scenario.duration + self.scenario.drain)
 
     def _result(self, wall: float) -> LayoutResult:
         groups: dict[str, GroupResult] = {}

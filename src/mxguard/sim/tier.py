@@ -24,10 +24,10 @@ from typing import Any
 
 from mxguard.config import Config, MxSettings
 from mxguard.dns import parse_list_site
-from mxguard.events import EventLog
-from mxguard.policy.engine import PolicyEngine
+from mxguard.policy.engine import Pending, PolicyEngine
 from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Role, Stage
 from mxguard.policy.verdict import Action, Verdict
+from mxguard.sim.decisions import DecisionSink
 from mxguard.sim.loop import run_sync
 from mxguard.sim.model import (
     BANNER_4XX,
@@ -155,6 +155,7 @@ class Tier:
         self.retired = [m for m in mxs if m.role is Role.RETIRED]
         self.traps = [m for m in mxs if m.role is Role.TRAP]
         self._ids = itertools.count(1)
+        self._decide_now = engine.decide_now
         #: client -> (trusted peer, screened): fixed for a run, and two set lookups each
         self._screening: dict[IP, tuple[bool, bool]] = {}
         self.dnsbl_stage = _CONNECT if cfg.dnsbl.stage == "connect" else _RCPT
@@ -164,11 +165,13 @@ class Tier:
         #: what the role sinks do with an accepted message: set by the runner
         self.deliver: Callable[[SimMx, SimMessage, list[str], float, bool], list[str]] = _no_sink
         self.queue: Callable[[SimMx, SimMessage, list[str], IP, float], None] = _no_queue
-        #: liveness bookkeeping, as `Runtime.on_session` in the listener (mx, event)
+        #: liveness bookkeeping, as `Runtime.on_session` in the listener (mx, event): for
+        #: each session, and for a client turned away at the connection cap
         self.on_session: Callable[[MxSettings, str], None] | None = None
-        #: the event log, when a feature listens to it (the walk check's sightings do);
-        #: None skips building the events nobody reads
-        self.events: EventLog | None = None
+        self.on_capacity: Callable[[MxSettings, str], None] | None = None
+        #: who hears of each decision, when a feature listens to the event log (the walk
+        #: check's sightings do; `sim/decisions.py`); None skips the events nobody reads
+        self.events: DecisionSink | None = None
 
     # ------------------------------------------------------------ one contact
 
@@ -222,9 +225,9 @@ class Tier:
         if self.events is not None:
             facts = Facts(_CONNECT, now, ip, mx.info, f"S{next(self._ids):X}",
                           trusted_peer=self.engine.is_trusted(ip))  # fmt: skip
-            self.events.decision(facts, CAPACITY)
-        if self.on_session is not None:
-            self.on_session(mx.settings, "capacity")
+            self.events(facts, CAPACITY)
+        if self.on_capacity is not None:
+            self.on_capacity(mx.settings, "capacity")
         return Contact(BANNER_4XX, 421)
 
     def _accept_all(
@@ -251,9 +254,17 @@ class Tier:
             mx.needs[screened] = needs
         return needs
 
+    def _decide(self, facts: Facts, screened: bool) -> Verdict:
+        """As the listener decides: at once when every check can answer so, else the rest
+        of the decision run to its end (it never really waits on memory state)."""
+        v = self._decide_now(facts, screened)
+        if isinstance(v, Pending):
+            return run_sync(v.finish())
+        return v
+
     def _refused(self, mx: SimMx, v: Verdict) -> None:
-        r = mx.stats.reasons
-        r[v.reason] = r.get(v.reason, 0) + 1
+        reasons = mx.stats.reasons
+        reasons[v.reason] = reasons.get(v.reason, 0) + 1
 
     def _session(
         self,
@@ -266,19 +277,19 @@ class Tier:
         forwarded: bool,
     ) -> Contact:
         engine = self.engine
-        decide = engine.decide
+        decide = self._decide
         info = mx.info
         ev = self.events
         sid = f"S{next(self._ids):X}"
         extra: dict[str, str] = {}
+        facts: Facts | None = None
         known = self._screening.get(ip)
         if known is None:
             trusted = engine.is_trusted(ip)
-            f0 = Facts(_CONNECT, now, ip, info, sid, trusted_peer=trusted)
-            known = self._screening[ip] = (trusted, engine.screened(f0))
+            facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None, None,
+                          (), None, None, None, trusted, extra)  # fmt: skip
+            known = self._screening[ip] = (trusted, engine.screened(facts))
         trusted, screened = known
-        facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None, None, (),
-                      None, None, None, trusted, extra)  # fmt: skip
         n_connect, n_helo, n_mail, n_data, n_eom = self._needs(mx, screened)
         dnsbl = None
         if self._dnsbl_hit is not None and screened:
@@ -289,11 +300,14 @@ class Tier:
             if connect_dnsbl is not None:
                 facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None,
                               None, (), None, connect_dnsbl, None, trusted, extra)  # fmt: skip
-            v = run_sync(decide(facts, screened))
+            elif facts is None:
+                facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None,
+                              None, (), None, None, None, trusted, extra)  # fmt: skip
+            v = decide(facts, screened)
             if v.action is not _ACCEPT and v.action is not Action.DISCARD:
                 self._refused(mx, v)
                 if ev is not None:
-                    ev.decision(facts, v)
+                    ev(facts, v)
                 return Contact(BANNER_5XX if v.code >= 500 else BANNER_4XX, v.code)
         if self.on_session is not None:
             self.on_session(mx.settings, "connect")
@@ -301,21 +315,21 @@ class Tier:
         if n_helo:
             f = Facts(_HELO, now, ip, info, sid, None, helo, True, False, None, None, (),
                       None, None, None, trusted, extra)  # fmt: skip
-            v = run_sync(decide(f, screened))
+            v = decide(f, screened)
             if v.action is not _ACCEPT:
                 self._refused(mx, v)
                 if ev is not None:
-                    ev.decision(f, v)
+                    ev(f, v)
                 # refused before the session counts for Postfix (past EHLO): like a banner
                 return Contact(BANNER_5XX if v.code >= 500 else BANNER_4XX, v.code)
         if n_mail:
             f = Facts(_MAIL, now, ip, info, sid, None, helo, True, False, sender, None, (),
                       msg.size, None, None, trusted, extra)  # fmt: skip
-            v = run_sync(decide(f, screened))
+            v = decide(f, screened)
             if v.action is not _ACCEPT:
                 self._refused(mx, v)
                 if ev is not None:
-                    ev.decision(f, v)
+                    ev(f, v)
                 if v.code >= 500:
                     return Contact(SESSION, v.code, [], [], list(rcpts))
                 return Contact(SESSION, v.code, [], list(rcpts), [])
@@ -330,9 +344,9 @@ class Tier:
                 continue
             f = Facts(_RCPT, now, ip, info, sid, None, helo, True, False, sender, rcpt,
                       tuple(accepted), None, rcpt_dnsbl, None, trusted, extra)  # fmt: skip
-            v = run_sync(decide(f, screened))
+            v = decide(f, screened)
             if ev is not None:
-                ev.decision(f, v)
+                ev(f, v)
             action = v.action
             if action is _ACCEPT or action is Action.DISCARD:
                 accepted.append(rcpt)
@@ -352,11 +366,11 @@ class Tier:
         if n_data:
             f = Facts(_DATA, now, ip, info, sid, None, helo, True, False, sender, None,
                       rtuple, None, None, None, trusted, extra)  # fmt: skip
-            v = run_sync(decide(f, screened))
+            v = decide(f, screened)
             if v.action is not _ACCEPT:
                 self._refused(mx, v)
                 if ev is not None:
-                    ev.decision(f, v)
+                    ev(f, v)
                 if v.code >= 500:
                     return Contact(SESSION, v.code, [], temp, perm + accepted)
                 return Contact(SESSION, v.code, [], temp + accepted, perm)
@@ -364,11 +378,11 @@ class Tier:
         eom = Facts(_EOM, now, ip, info, sid, None, helo, True, False, sender, None, rtuple,
                     msg.size, None, None, trusted, extra)  # fmt: skip
         if n_eom:
-            v = run_sync(decide(eom, screened))
+            v = decide(eom, screened)
             if v.action is not _ACCEPT:
                 self._refused(mx, v)
                 if ev is not None:
-                    ev.decision(eom, v, queue_id=sid, rcpt_count=len(rtuple))
+                    ev(eom, v, queue_id=sid, rcpt_count=len(rtuple))
                 if v.code >= 500:
                     return Contact(SESSION, v.code, [], temp, perm + accepted, True)
                 return Contact(SESSION, v.code, [], temp + accepted, perm, True)
@@ -384,10 +398,10 @@ class Tier:
             # trap and retired: the sink that never accepts (smtp/roles.py)
             self._refused(mx, TRAP_SINK)
             if ev is not None:
-                ev.decision(eom, TRAP_SINK, queue_id=sid, rcpt_count=len(rtuple))
+                ev(eom, TRAP_SINK, queue_id=sid, rcpt_count=len(rtuple))
             return Contact(SESSION, 451, [], temp + accepted, perm, True)
         if ev is not None:
-            ev.decision(eom, DELIVERED if role is Role.PRIMARY else QUEUED,
+            ev(eom, DELIVERED if role is Role.PRIMARY else QUEUED,
                         queue_id=sid, rcpt_count=len(rtuple))  # fmt: skip
         mx.stats.accepted += 1
         if forwarded:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from mxguard.notnow import NOT_NOW, NotNow
+
+T = TypeVar("T")
 
 
 class StateUnavailable(Exception):
@@ -63,6 +67,10 @@ class StateStore(ABC):
 
     #: a short name for logs and `check-config`: "memory", "sqlite", "redis"
     kind: str = "abstract"
+    #: every operation completes without suspending (an in-process store): a caller may run
+    #: a coroutine that only awaits this store to its end in place (`complete_now`), instead
+    #: of starting a task or leaving a decision pending
+    immediate: bool = False
 
     @abstractmethod
     async def get(self, key: str, now: float) -> str | None: ...
@@ -133,6 +141,16 @@ class StateStore(ABC):
         """
         return NOT_NOW
 
+    def hash_put_now(
+        self, key: str, field: str, value: str, ttl: float, now: float
+    ) -> NotNow | None:
+        """`hash_put` without awaiting, when the backend can write without waiting.
+
+        Lets bookkeeping writes that follow each decision (the walk feature's outcomes) skip
+        starting a task of their own.
+        """
+        return NOT_NOW
+
     async def ping(self) -> bool:
         return True
 
@@ -142,3 +160,17 @@ class StateStore(ABC):
 
     async def close(self) -> None:
         return None
+
+
+def complete_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro`, which awaits only an `immediate` store, to its end in place.
+
+    One `send` does it; a coroutine that suspends all the same is a bug (the store's claim,
+    or something else awaited) and is reported, never silently dropped.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a coroutine over an immediate state store suspended")

@@ -7,6 +7,7 @@ from mxguard.state.base import GreylistResult, GreylistStatus, StateStore, greyl
 
 class MemoryState(StateStore):
     kind = "memory"
+    immediate = True  # nothing here ever awaits
 
     def __init__(self) -> None:
         self._kv: dict[str, tuple[str, float]] = {}
@@ -63,6 +64,9 @@ class MemoryState(StateStore):
         return total
 
     async def hash_put(self, key: str, field: str, value: str, ttl: float, now: float) -> None:
+        self.hash_put_now(key, field, value, ttl, now)
+
+    def hash_put_now(self, key: str, field: str, value: str, ttl: float, now: float) -> None:
         fields = self._hash(key, now)
         fields[field] = value
         self._hashes[key] = (fields, now + ttl)

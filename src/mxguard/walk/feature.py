@@ -27,14 +27,17 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mxguard.config import Config
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.base import Check
 from mxguard.policy.checks.blocklist import BlocklistCheck
 from mxguard.policy.checks.walk import BackupWalkCheck, Tier, TierMx, WalkGate
-from mxguard.policy.facts import Role
+from mxguard.policy.facts import Facts, IPAddress, Role, Stage
 from mxguard.policy.networks import NetworkSet
-from mxguard.state.base import StateStore
+from mxguard.policy.verdict import Action, Verdict
+from mxguard.state.base import StateStore, complete_now
 from mxguard.walk.blocklist import Blocklist
 from mxguard.walk.health import Health
+from mxguard.walk.memo import Memo
 from mxguard.walk.sightings import Outcome, Sightings
 
 if TYPE_CHECKING:
@@ -45,6 +48,9 @@ log = logging.getLogger("mxguard.walk")
 
 #: the roles whose contacts someone judges; a tier of primaries only records nothing
 _JUDGING_ROLES = frozenset({Role.BACKUP, Role.TRAP, Role.RETIRED})
+
+#: module names for enum members read per decision (an enum attribute costs a lookup)
+_RCPT, _ACCEPT = Stage.RCPT, Action.ACCEPT
 
 #: installed features by server, for tests and the bench (`feature_of`)
 _installed: dict[int, WalkFeature] = {}
@@ -72,6 +78,7 @@ class WalkFeature:
         self.sightings = Sightings(state, w.window, w.ipv4_prefix, w.ipv6_prefix)
         self.health = Health(state, w.health_window)
         self.blocklist = Blocklist(state, cfg.blocklist.ipv4_prefix, cfg.blocklist.ipv6_prefix)
+        self.immediate = state.immediate
         self.record = any(m.role in _JUDGING_ROLES for m in cfg.mx)
         # Outcomes only matter to a tier that judges walks; without one, stay off the event
         # log's listener list, so that every decision line is not turned into a dict for us.
@@ -82,6 +89,10 @@ class WalkFeature:
             listeners.remove(self.on_event)
         self.exempt = NetworkSet((*cfg.access.allow, *cfg.relay.trusted_peers))
         self.hosts = {m.host: m for m in cfg.mx}
+        #: event client text -> (address, exempt), and address -> exempt: emptied here,
+        #: since `exempt` may change
+        self._clients: Memo[str, tuple[IPAddress, bool]] = Memo(1 << 14)
+        self._exempt: Memo[IPAddress, bool] = Memo(1 << 14)
 
     def now(self) -> float:
         rt = self.server.runtime
@@ -152,11 +163,13 @@ class WalkFeature:
 
     def on_connect(self, mx: Any) -> None:
         """A session at an MX we do not heartbeat (a Postfix in front of policyd) proves it up."""
-        if any(li.mx.host == mx.host for li in self.server.listeners):
-            return  # our own listener: the heartbeat says more than its sessions
         now = self.now()
+        # the cheap test first: it is asked at every connection; a host marked lately is
+        # not ours (ours are never marked), so the order does not change the answer
         if now - self.answer_marked.get(mx.host, -1e18) < self.health.interval / 2:
             return
+        if any(li.mx.host == mx.host for li in self.server.listeners):
+            return  # our own listener: the heartbeat says more than its sessions
         self.answer_marked[mx.host] = now
         self.spawn(self.health.answered(mx.host, now))
 
@@ -164,24 +177,79 @@ class WalkFeature:
         """Keep what each MX answered, as the sightings' outcome field."""
         if not self.record or event.get("mx") not in self.hosts:
             return
-        if event.get("stage") == "rcpt" and event.get("action") == "accept":
+        stage = event.get("stage")
+        action = event.get("action")
+        if stage == "rcpt" and action == "accept":
             return  # the end of the message will say how it ended; skip the busiest event
         try:
-            ip = ipaddress.ip_address(str(event.get("client")))
+            ip, exempt = self._client(str(event.get("client")))
             outcome = Outcome(
                 float(event["ts"]),
-                str(event.get("stage")),
-                str(event.get("action")),
+                str(stage),
+                str(action),
                 int(event.get("code") or 0),
                 str(event.get("reason")),
             )
         except (ValueError, KeyError, TypeError):
             return
-        if ip in self.exempt:
+        if not exempt:
+            self._note(ip, str(event["mx"]), outcome)
+
+    def on_decision(self, facts: Facts, verdict: Verdict, **_: Any) -> None:
+        """`on_event` for the event `EventLog.decision(facts, verdict)` would write, from the
+        facts and verdict themselves.
+
+        For a front end whose event log has no other reader and no file (the simulator):
+        there, building the event's dict, with the address as text, only for this listener
+        to parse it back is most of the cost of a decision's bookkeeping.
+        """
+        mx = facts.mx
+        if not self.record or mx.host not in self.hosts:
             return
-        self.spawn(self.sightings.note_outcome(ip, str(event["mx"]), outcome, outcome.at))
+        stage = facts.stage
+        action = verdict.action
+        if stage is _RCPT and action is _ACCEPT:
+            return  # as on_event
+        ip = facts.client_ip
+        exempt = self._exempt.get(ip)
+        if exempt is None:
+            exempt = self._exempt.remember(ip, ip in self.exempt)
+        if not exempt:
+            # the fields as on_event reads them from the event (its "ts" is rounded)
+            # (str() of these enums is their value, without the enum property's cost)
+            outcome = Outcome(float(round(facts.now, 6)), str(stage), str(action),
+                              int(verdict.code or 0), str(verdict.reason))  # fmt: skip
+            self._note(ip, mx.host, outcome)
+
+    def _note(self, ip: IPAddress, host: str, outcome: Outcome) -> None:
+        try:
+            # a write the state can do at once needs no task (memory state: every write)
+            done = self.sightings.note_outcome_now(ip, host, outcome, outcome.at)
+        except Exception as exc:  # as a failed task would be: logged, never the caller's
+            log.warning("walk bookkeeping failed: %s", exc)
+            return
+        if done is NOT_NOW:
+            self.spawn(self.sightings.note_outcome(ip, host, outcome, outcome.at))
+
+    def _client(self, text: str) -> tuple[IPAddress, bool]:
+        """The event's client address, parsed, and whether it is exempt from the walk check.
+
+        Kept per address: the same clients come back all day, and parsing the address and
+        matching it against the exempt networks cost more than the write they lead to.
+        """
+        known = self._clients.get(text)
+        if known is None:
+            ip = ipaddress.ip_address(text)
+            known = self._clients.remember(text, (ip, ip in self.exempt))
+        return known
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.immediate:  # the write cannot wait: no task for it
+            try:
+                complete_now(coro)
+            except Exception as exc:  # as _done logs a failed task
+                log.warning("walk bookkeeping failed: %s", exc)
+            return
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no loop (a tool building the engine): nothing to record into

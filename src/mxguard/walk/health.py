@@ -21,9 +21,11 @@ spot is the residual risk, written down in docs/walk.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
 
 LIVE_PREFIX = "live:"
@@ -36,6 +38,7 @@ def beat_interval(health_window: float) -> float:
     return max(0.05, min(5.0, health_window / 4))
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class MxHealth:
     host: str
@@ -47,7 +50,9 @@ class MxHealth:
     sick_at: float | None = None
 
 
+@functools.lru_cache(maxsize=1024)
 def _split_floats(value: str | None) -> tuple[float, float] | None:
+    """Cached: a host's heartbeat is read back at every judged contact until the next beat."""
     if value is None:
         return None
     a, _, b = value.partition("|")

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
+from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
+from mxguard.walk.memo import Memo
 
 SIGHT_PREFIX = "seen:"
 #: the field of a host's latest outcome is the host's name with this suffix
@@ -36,6 +39,7 @@ class Walk(enum.StrEnum):
     RETIRED = "retired"  # a retired address: nobody legitimate knows it
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The latest answer an MX gave this client (from the event log's decision)."""
@@ -60,6 +64,7 @@ class Outcome:
             return None
 
 
+@fill_slots
 @dataclass(frozen=True, slots=True)
 class Contact:
     """A client's contacts with one MX host inside the window."""
@@ -97,8 +102,32 @@ class Contact:
             return None
 
 
+#: parsed fields by (host, stored value) and by stored value: every contact reads the whole
+#: hash back, and most of its fields are the ones this process wrote or read a moment ago
+_contacts: Memo[tuple[str, str], Contact] = Memo(1 << 12)
+_outcomes: Memo[str, Outcome] = Memo(1 << 12)
+
+
 def sighting_key(network: str) -> str:
     return SIGHT_PREFIX + network
+
+
+def _contact(host: str, value: str) -> Contact | None:
+    c = _contacts.get((host, value))
+    if c is None:
+        c = Contact.decode(host, value)
+        if c is not None:
+            _contacts.remember((host, value), c)
+    return c
+
+
+def _outcome(value: str) -> Outcome | None:
+    o = _outcomes.get(value)
+    if o is None:
+        o = Outcome.decode(value)
+        if o is not None:
+            _outcomes.remember(value, o)
+    return o
 
 
 def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dict[str, Contact]:
@@ -109,19 +138,23 @@ def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dic
     """
     contacts: dict[str, Contact] = {}
     outcomes: dict[str, Outcome] = {}
+    oldest = now - window
     for name, value in fields.items():
         if name.endswith(OUTCOME_SUFFIX):
-            o = Outcome.decode(value)
+            o = _outcome(value)
             if o is not None:
                 outcomes[name[: -len(OUTCOME_SUFFIX)]] = o
             continue
-        c = Contact.decode(name, value)
-        if c is not None and c.last >= now - window:
+        c = _contact(name, value)
+        if c is not None and c.last >= oldest:
             contacts[name] = c
     for host, o in outcomes.items():
-        if host in contacts:
-            contacts[host] = replace(contacts[host], outcome=o)
-        elif o.at >= now - window:
+        c = contacts.get(host)
+        if c is not None:
+            # by position: dataclasses.replace costs several times more
+            contacts[host] = Contact(c.host, c.role, c.preference, c.first, c.last, c.count,
+                                     c.walk, o)  # fmt: skip
+        elif o.at >= oldest:
             # an answer with no contact record: a connection refused over capacity, which
             # never reached the policy; it is still a contact with that MX
             contacts[host] = Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
@@ -135,13 +168,31 @@ class Sightings:
         self.state = state
         self.window = window
         self.v4, self.v6 = ipv4_prefix, ipv6_prefix
+        #: client -> its hash's key: every contact reads and writes it several times
+        self._keys: Memo[IPAddress, str] = Memo(1 << 14)
 
     def network(self, ip: IPAddress) -> str:
         return client_network(ip, self.v4, self.v6)
 
+    def key(self, ip: IPAddress) -> str:
+        key = self._keys.get(ip)
+        if key is None:
+            key = self._keys.remember(ip, sighting_key(self.network(ip)))
+        return key
+
     async def contacts(self, ip: IPAddress, now: float) -> dict[str, Contact]:
-        fields = await self.state.hash_get(sighting_key(self.network(ip)), now)
+        fields = await self.state.hash_get(self.key(ip), now)
         return decode_contacts(fields, now, self.window)
+
+    async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
+        """`contacts(ip, now).get(host)`, decoding only that host's two fields."""
+        fields = await self.state.hash_get(self.key(ip), now)
+        own: dict[str, str] = {}
+        for name in (host, host + OUTCOME_SUFFIX):
+            value = fields.get(name)
+            if value is not None:
+                own[name] = value
+        return decode_contacts(own, now, self.window).get(host) if own else None
 
     async def record(
         self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
@@ -159,16 +210,46 @@ class Sightings:
             )
         else:
             contact = Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
-        await self.state.hash_put(
-            sighting_key(self.network(ip)), mx.host, contact.encode(), self.window, now
-        )
+        value = contact.encode()
+        if type(contact.first) is float and type(contact.last) is float:
+            # the next read of this client's hash decodes this very value, to an equal
+            # Contact (times decode as floats, so an int time would come back changed)
+            _contacts.remember((mx.host, value), contact)
+        await self.state.hash_put(self.key(ip), mx.host, value, self.window, now)
         return contact
 
     async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
         await self.state.hash_put(
-            sighting_key(self.network(ip)),
+            self.key(ip),
             host + OUTCOME_SUFFIX,
-            outcome.encode(),
+            self._encode_outcome(outcome),
             self.window,
             now,
         )
+
+    def note_outcome_now(
+        self, ip: IPAddress, host: str, outcome: Outcome, now: float
+    ) -> NotNow | None:
+        """`note_outcome` without a task, when the state can write at once; else NOT_NOW."""
+        done = self.state.hash_put_now(
+            self.key(ip),
+            host + OUTCOME_SUFFIX,
+            self._encode_outcome(outcome),
+            self.window,
+            now,
+        )
+        return NOT_NOW if done is NOT_NOW else None
+
+    @staticmethod
+    def _encode_outcome(outcome: Outcome) -> str:
+        value = outcome.encode()
+        # it decodes to an equal Outcome unless its words hold the separator or a field has
+        # another type than decoding gives
+        if (
+            type(outcome.at) is float
+            and type(outcome.code) is int
+            and "|" not in outcome.stage
+            and "|" not in outcome.action
+        ):
+            _outcomes.remember(value, outcome)
+        return value

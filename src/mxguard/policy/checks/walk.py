@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from mxguard.policy.checks.base import ALL_ROLES, NOT_NOW, Check, NotNow
-from mxguard.policy.facts import Facts, MxInfo, Role, Stage
+from mxguard.policy.facts import Facts, IPAddress, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, disconnect, tempfail
+from mxguard.state.base import complete_now
 from mxguard.walk.blocklist import BlockEntry, Blocklist
 from mxguard.walk.health import Health, MxHealth
+from mxguard.walk.memo import Memo
 from mxguard.walk.sightings import Contact, Sightings, Walk
 
 #: roles whose listeners answer and can be walked through (a fake never answers, a retired
@@ -65,15 +67,21 @@ class Tier:
 
     def __init__(self, mxs: Iterable[TierMx]) -> None:
         self.mxs = list(mxs)
+        #: answers by preference: asked at every contact, and the tier only changes with a
+        #: reload, which builds a new Tier
+        self._lower: dict[int, tuple[TierMx, ...]] = {}
 
     def lower(self, mx: MxInfo) -> list[TierMx]:
         if mx.preference is None:
             return []
-        return [
-            m
-            for m in self.mxs
-            if m.role in WALKABLE and m.preference is not None and m.preference < mx.preference
-        ]
+        known = self._lower.get(mx.preference)
+        if known is None:
+            known = self._lower[mx.preference] = tuple(
+                m
+                for m in self.mxs
+                if m.role in WALKABLE and m.preference is not None and m.preference < mx.preference
+            )
+        return list(known)
 
 
 def seen_lower(
@@ -99,13 +107,17 @@ def classify(
     contacts: Mapping[str, Contact],
     lower: Sequence[TierMx],
     health: Mapping[str, MxHealth],
+    walked: bool | None = None,
 ) -> Walk:
-    """The decision table's left half: how this client came here (pure)."""
+    """The decision table's left half: how this client came here (pure).
+
+    `walked`: what `seen_lower` says, when the caller already asked it.
+    """
     if role is Role.RETIRED:
         return Walk.RETIRED
     if role not in JUDGED or not lower:
         return Walk.NOT_JUDGED
-    if seen_lower(contacts, lower, own_preference):
+    if seen_lower(contacts, lower, own_preference) if walked is None else walked:
         return Walk.WALKED
     if any(m.host not in health or not health[m.host].healthy for m in lower):
         return Walk.LOWER_UNHEALTHY
@@ -126,10 +138,20 @@ def trap_reason(role: Role, walk: Walk | None) -> str:
 def trap_verdict(role: Role, walk: Walk | None, stage: Stage) -> Verdict:
     """Always a tempfail, never a 5xx: a 5xx greeting makes Exim fail the whole message, and
     qmail does not fall back after a 4xx greeting, hence RCPT by default."""
-    reason = trap_reason(role, walk)
-    if stage is Stage.CONNECT:
-        return disconnect(reason, TRAP_TEXT, 421, "4.3.2")
-    return tempfail(reason, TRAP_TEXT, 451, "4.3.2")
+    key = (role, walk, stage)
+    verdict = _trap_verdicts.get(key)
+    if verdict is None:
+        # a handful of answers, given to every client at the trap: made once each
+        reason = trap_reason(role, walk)
+        if stage is Stage.CONNECT:
+            verdict = disconnect(reason, TRAP_TEXT, 421, "4.3.2")
+        else:
+            verdict = tempfail(reason, TRAP_TEXT, 451, "4.3.2")
+        _trap_verdicts[key] = verdict
+    return verdict
+
+
+_trap_verdicts: dict[tuple[Role, Walk | None, Stage], Verdict] = {}
 
 
 def why_blocked(role: Role, walk: Walk, lower: Sequence[TierMx]) -> str:
@@ -166,9 +188,21 @@ class WalkGate(Check):
         self.exempt = exempt
         self.trap_answers = dict(trap_answers)
         self.record = record  # False when no MX of the tier is ever judged: nothing to ask
+        self.immediate = all(s.immediate for s in (sightings.state, health.state, blocklist.state))
+        #: the blocklist note by (role, walk, preference): it depends on the tier alone
+        self._why: dict[tuple[Role, Walk, int | None], str] = {}
+        #: client -> in `exempt`: asked at every contact, and the networks never change
+        #: (a reload builds a new gate)
+        self._exempt: Memo[IPAddress, bool] = Memo(1 << 14)
 
     def exempted(self, facts: Facts) -> bool:
-        return facts.trusted_peer or facts.client_ip in self.exempt
+        if facts.trusted_peer:
+            return True
+        ip = facts.client_ip
+        exempt = self._exempt.get(ip)
+        if exempt is None:
+            exempt = self._exempt.remember(ip, ip in self.exempt)
+        return exempt
 
     def answer_stage(self, mx: MxInfo) -> Stage:
         return Stage.CONNECT if self.trap_answers.get(mx.host) == "connect" else Stage.RCPT
@@ -179,6 +213,8 @@ class WalkGate(Check):
         if facts.stage is not Stage.CONNECT and role not in TRAP_ROLES:
             return None
         if self.record and not self.exempted(facts):
+            if self.immediate:  # the state never waits: the whole check runs here
+                return complete_now(self.check(facts))
             return NOT_NOW  # sightings to read and write
         # Nothing to record or read (a tier nobody judges, an exempt client): `check` would
         # answer from the role alone, so answer now and spare the session a task.
@@ -201,30 +237,42 @@ class WalkGate(Check):
             return None
         walk = None
         if self.record and not self.exempted(facts):
-            contact = (await self.sightings.contacts(facts.client_ip, facts.now)).get(facts.mx.host)
+            contact = await self.sightings.contact(facts.client_ip, facts.mx.host, facts.now)
             walk = contact.walk if contact is not None else None
         return trap_verdict(role, walk, Stage.RCPT)
 
     async def judge_and_record(self, facts: Facts) -> Walk:
         mx = facts.mx
-        contacts = await self.sightings.contacts(facts.client_ip, facts.now)
-        lower = self.tier.lower(mx) if mx.role in JUDGED else []
+        role = mx.role
+        ip, now = facts.client_ip, facts.now
+        lower = self.tier.lower(mx) if role in JUDGED else []
+        contacts: dict[str, Contact] = {}
         health: dict[str, MxHealth] = {}
-        if lower and not seen_lower(contacts, lower, mx.preference):
-            health = await self.health.statuses((m.host for m in lower), facts.now)
-        walk = classify(mx.role, mx.preference, contacts, lower, health)
-        await self.sightings.record(facts.client_ip, mx, facts.now, walk, contacts.get(mx.host))
-        if blocklists(mx.role, walk):
+        walked = None
+        if lower:
+            contacts = await self.sightings.contacts(ip, now)
+            previous = contacts.get(mx.host)
+            walked = bool(seen_lower(contacts, lower, mx.preference))
+            if not walked:
+                health = await self.health.statuses((m.host for m in lower), now)
+        else:  # nothing below to have walked through: only this host's record matters
+            previous = await self.sightings.contact(ip, mx.host, now)
+        walk = classify(role, mx.preference, contacts, lower, health, walked)
+        await self.sightings.record(ip, mx, now, walk, previous)
+        if blocklists(role, walk):
+            note = self._why.get((role, walk, mx.preference))
+            if note is None:  # the same words for every client this MX catches
+                note = self._why[role, walk, mx.preference] = why_blocked(role, walk, lower)
             entry = BlockEntry(
-                network=self.blocklist.network(facts.client_ip),
-                reason=mx.role.value,
-                at=facts.now,
-                until=facts.now + self.blocklist_ttl,
+                network=self.blocklist.network(ip),
+                reason=role.value,
+                at=now,
+                until=now + self.blocklist_ttl,
                 by=mx.host,
-                client=str(facts.client_ip),
-                note=why_blocked(mx.role, walk, lower),
+                client=str(ip),
+                note=note,
             )
-            await self.blocklist.add(entry, facts.now)
+            await self.blocklist.add(entry, now)
         return walk
 
 
@@ -244,7 +292,7 @@ class BackupWalkCheck(Check):
         self.sightings = sightings
 
     async def check(self, facts: Facts) -> Verdict | None:
-        contact = (await self.sightings.contacts(facts.client_ip, facts.now)).get(facts.mx.host)
+        contact = await self.sightings.contact(facts.client_ip, facts.mx.host, facts.now)
         if contact is None or contact.walk is not Walk.SKIPPED:
             return None
         return tempfail("mx_walk", WALK_TEXT, 450, "4.7.1", soft=True)

@@ -1,0 +1,45 @@
+"""The simulator's short cuts change how fast it runs, never what it computes."""
+
+from __future__ import annotations
+
+import gc
+import ipaddress
+import pickle
+from types import SimpleNamespace
+from typing import Any
+
+from mxguard.events import EventLog
+from mxguard.sim.addresses import SimAddress
+from mxguard.sim.decisions import decision_sink
+from mxguard.sim.loop import fewer_collections
+
+
+def test_sim_addresses_behave_as_plain_ones() -> None:
+    plain = ipaddress.IPv4Address("127.0.10.10")
+    sim = SimAddress(int(plain))
+    assert sim == plain and hash(sim) == hash(plain) and {plain: 1}[sim] == 1
+    assert str(sim) == str(plain) and f"[{sim}]" == f"[{plain}]" and repr(sim) == repr(plain)
+    assert sim in ipaddress.ip_network("127.0.0.0/8")
+    assert pickle.loads(pickle.dumps(sim)) == plain  # layouts run in worker processes
+
+
+def test_decisions_go_straight_to_the_walk_feature_only_when_it_is_the_only_reader() -> None:
+    walk: Any = SimpleNamespace(on_event=lambda e: None, on_decision=lambda f, v, **x: None)
+    log = EventLog(None)
+    assert decision_sink(log, walk) is None  # nobody listens: no events at all
+    log.listeners.append(walk.on_event)
+    assert decision_sink(log, walk) is walk.on_decision
+    assert decision_sink(log, None) == log.decision
+    log.listeners.append(lambda e: None)  # another reader needs the events themselves
+    assert decision_sink(log, walk) == log.decision
+
+
+def test_fewer_collections_puts_the_threshold_back() -> None:
+    before = gc.get_threshold()
+    try:
+        with fewer_collections(10_000):
+            assert gc.get_threshold()[0] == max(10_000, before[0])
+            raise RuntimeError("a run that fails")
+    except RuntimeError:
+        pass
+    assert gc.get_threshold() == before
