@@ -71,9 +71,15 @@ class SqliteState(StateStore):
     def _connect_loop(self) -> sqlite3.Connection:
         if self._loop_db is None:
             db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=0")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                db.execute("PRAGMA busy_timeout=0")
+                # may need the WAL index, hence a lock another process can hold: then this
+                # raises "locked", and the caller goes to the worker and tries again next time
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA wal_autocheckpoint=0")
+            except BaseException:
+                db.close()
+                raise
             self._loop_db = db
         return self._loop_db
 
@@ -84,7 +90,10 @@ class SqliteState(StateStore):
 
         `single`: fn is one statement, which SQLite runs as a transaction of its own.
         """
-        db = self._connect_loop()
+        try:
+            db = self._connect_loop()
+        except sqlite3.OperationalError:
+            return False, None  # another process holds a lock we need to open it
         if single:
             try:
                 result = fn(db)
