@@ -80,19 +80,21 @@ class WalkFeature:
         self.blocklist = Blocklist(state, cfg.blocklist.ipv4_prefix, cfg.blocklist.ipv6_prefix)
         self.immediate = state.immediate
         self.record = any(m.role in _JUDGING_ROLES for m in cfg.mx)
-        # Outcomes only matter to a tier that judges walks; without one, stay off the event
-        # log's listener list, so that every decision line is not turned into a dict for us.
-        listeners = self.server.events.listeners
-        if self.record and self.on_event not in listeners:
-            listeners.append(self.on_event)
-        elif not self.record and self.on_event in listeners:
-            listeners.remove(self.on_event)
         self.exempt = NetworkSet((*cfg.access.allow, *cfg.relay.trusted_peers))
         self.hosts = {m.host: m for m in cfg.mx}
         #: event client text -> (address, exempt), and address -> exempt: emptied here,
         #: since `exempt` may change
         self._clients: Memo[str, tuple[IPAddress, bool]] = Memo(1 << 14)
         self._exempt: Memo[IPAddress, bool] = Memo(1 << 14)
+
+    def follow_events(self) -> None:
+        """Outcomes only matter to a tier that judges walks; without one, stay off the event
+        log's listener list, so that no decision line is turned into a dict for us."""
+        listeners = self.server.events.listeners
+        if self.record and self.on_event not in listeners:
+            listeners.append(self.on_event)
+        elif not self.record and self.on_event in listeners:
+            listeners.remove(self.on_event)
 
     def now(self) -> float:
         rt = self.server.runtime
@@ -102,6 +104,7 @@ class WalkFeature:
 
     def extension(self, cfg: Config, state: StateStore) -> tuple[list[Check], list[Check]]:
         self.configure(cfg, state)  # again on a reload: the layout may have changed
+        self.follow_events()
         tier = Tier(TierMx(m.host, m.role, m.preference) for m in cfg.mx)
         gate = WalkGate(
             tier,
@@ -313,6 +316,7 @@ def feature_of(server: Server) -> WalkFeature:
 
 def install(server: Server) -> None:
     feature = WalkFeature(server)
+    feature.follow_events()
     server.extensions.insert(0, feature.extension)
     server.runtime_hooks.append(feature.attach)
     server.tasks.append(asyncio.create_task(feature.heartbeat_loop(), name="walk heartbeat"))
