@@ -34,6 +34,7 @@ import dns.resolver
 import dns.reversename
 
 from mxguard import dnswire
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.facts import DnsListAnswer, IPAddress
 
 __all__ = [
@@ -324,6 +325,19 @@ def _client_address(ip: IPAddress | str) -> IPAddress:
     return address
 
 
+_reversed: dict[IPAddress, str] = {}
+
+
+def _reversed_v4(address: IPAddress) -> str:
+    """"d.c.b.a", as dnspython's reversename writes an IPv4 query name before the zone."""
+    text = _reversed.get(address)
+    if text is None:
+        if len(_reversed) >= 4096:
+            _reversed.clear()
+        text = _reversed[address] = ".".join(reversed(str(address).split(".")))
+    return text
+
+
 @dataclass
 class _CacheEntry:
     expires: float
@@ -363,6 +377,7 @@ class DnsListClient:
         self.errors_by_kind: collections.Counter[str] = collections.Counter()
         # A zone listed twice (two filters, two weights) is still asked only once.
         self._zones = {site.zone: dns.name.from_text(site.zone) for site in self.sites}
+        self._origins = [origin.to_text() for origin in self._zones.values()]  # end in "."
         self._cache: collections.OrderedDict[str, _CacheEntry] = collections.OrderedDict()
         self._udp = dnswire.UdpClient()
 
@@ -385,6 +400,23 @@ class DnsListClient:
                 )
             )
         )
+
+    def lookup_now(self, ip: IPAddress | str) -> tuple[DnsListAnswer, ...] | NotNow:
+        """`lookup` from the cache alone: the answers when every zone's is cached, else
+        NOT_NOW (and nothing counted). A client that comes back within the TTL then costs
+        no task and no query name built by dnspython."""
+        address = _client_address(ip)
+        if address.version != 4:
+            return NOT_NOW  # IPv6 names are nibbles: left to dnspython in `lookup`
+        reversed_ip = _reversed_v4(address)
+        answers = []
+        for origin in self._origins:
+            cached = self._cache_get(f"{reversed_ip}.{origin}")
+            if cached is None:
+                return NOT_NOW
+            answers.append(cached)
+        self.cache_hits += len(answers)
+        return tuple(answers)
 
     async def reverse_name(self, ip: IPAddress | str) -> str | None:
         """The client's PTR name (the first one given), or None for any failure."""

@@ -18,6 +18,7 @@ from mxguard.dns import (
     make_resolver,
     parse_list_site,
 )
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.dnsbl import DnsblCheck
 from mxguard.policy.facts import DnsListAnswer, Facts, MxInfo, Role, Stage
 from tests.helpers.dnsserver import DnsTestServer, listing_name
@@ -198,6 +199,26 @@ async def test_positive_answer_is_cached_for_its_ttl(
     assert (client.cache_hits, client.cache_misses) == (1, 1)
     clock.now += 2
     assert await client.lookup(CLIENT) == first
+    assert lists.query_count() == 2
+
+
+async def test_lookup_now_answers_from_the_cache_only(
+    lists: DnsTestServer, clock: FakeClock
+) -> None:
+    """The listener's no-task path at connect: the same answers as `lookup` while every zone
+    is cached, NOT_NOW (and no query) as soon as one is not."""
+    lists.add_listing(BL, CLIENT, "127.0.0.2", ttl=30)
+    client = client_for(lists, f"{BL}.", BL2, clock=clock)  # a zone written with its dot
+    assert client.lookup_now(CLIENT) is NOT_NOW
+    assert client.lookup_now("2001:db8::1") is NOT_NOW  # IPv6 always takes the long way
+    first = await client.lookup(CLIENT)
+    assert client.lookup_now(CLIENT) == first
+    assert client.lookup_now(ipaddress.ip_address(f"::ffff:{CLIENT}")) == first
+    assert [a.addresses for a in first] == [("127.0.0.2",), ()]
+    assert client.lookup_now(OTHER) is NOT_NOW
+    assert lists.query_count() == 2
+    clock.now += 31  # the listing's TTL is over; the negative answer is still good
+    assert client.lookup_now(CLIENT) is NOT_NOW
     assert lists.query_count() == 2
 
 

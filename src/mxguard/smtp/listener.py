@@ -221,7 +221,7 @@ class Session(asyncio.Protocol):
         self.deadline = 0.0
         self.session_deadline = 0.0
         self.task: asyncio.Task[None] | None = None
-        self.dnsbl_task: asyncio.Task[tuple[DnsListAnswer, ...]] | None = None
+        self.dnsbl_task: asyncio.Future[tuple[DnsListAnswer, ...]] | None = None
         self.facts: Facts | None = None
         self.tls = False
         self.paused = False
@@ -264,8 +264,14 @@ class Session(asyncio.Protocol):
         self.rt.sessions.add(self)
         for observe in self.rt.observers:
             observe(self, "open")
-        if self.rt.dnsbl is not None and self.screened:
-            self.dnsbl_task = asyncio.ensure_future(self.rt.dnsbl.lookup(ip))
+        dnsbl = self.rt.dnsbl
+        if dnsbl is not None and self.screened:
+            cached = dnsbl.lookup_now(ip) if hasattr(dnsbl, "lookup_now") else NOT_NOW
+            if isinstance(cached, NotNow):
+                self.dnsbl_task = asyncio.ensure_future(dnsbl.lookup(ip))
+            else:  # answered from the cache: a finished future, no task
+                self.dnsbl_task = asyncio.get_running_loop().create_future()
+                self.dnsbl_task.set_result(cached)
         verdict = None if self.l.greet_pause > 0 else self.decide_now(self.facts)
         if verdict is None:
             self._spawn(self._connect_phase())
