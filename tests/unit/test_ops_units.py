@@ -10,11 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mxguard.config import load_config_text
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.ops.endpoint import handler
 from mxguard.ops.metrics import SlidingCounts, outcome_of, parse_series
 from mxguard.ops.timing import TimedState, unwrap
 from mxguard.serve import restart_needed
+from mxguard.state.base import GreylistStatus
 from mxguard.state.memory import MemoryState
+from mxguard.state.sqlite import SqliteState
 
 BASE = """
 [[domain]]
@@ -96,6 +99,27 @@ async def test_timed_state_counts_calls_and_errors() -> None:
     assert reg.get_sample_value("e_total", {"op": "get"}) == 1
     assert state.kind == "memory"
     assert isinstance(unwrap(state), _Broken)
+
+
+async def test_timed_state_keeps_the_answers_without_waiting() -> None:
+    """With metrics on, checks must still answer from data_received: the wrapper forwards
+    the `_now` twins (timing what they did) and says NOT_NOW only when the backend does."""
+    reg = CollectorRegistry()
+    seconds = Histogram("s", "s", ["op"], registry=reg)
+    errors = Counter("e", "e", ["op"], registry=reg)
+    state = TimedState(MemoryState(), seconds, errors)
+    assert state.immediate
+    assert state.counter_add_now("c", 2, 60, 0) == 2
+    assert state.get_now("c", 0) == "2"
+    assert state.hash_put_now("h", "f", "v", 60, 0) is None
+    result = state.greylist_now("g", 0, 60, 600, 3600, "n")
+    assert not isinstance(result, NotNow) and result.status is GreylistStatus.NEW
+    for op in ("counter_add", "get", "hash_put", "greylist"):
+        assert reg.get_sample_value("s_count", {"op": op}) == 1
+    sqlite = TimedState(SqliteState(":memory:"), seconds, errors)  # its fast path is off
+    assert not sqlite.immediate
+    assert sqlite.get_now("c", 0) is NOT_NOW
+    assert reg.get_sample_value("s_count", {"op": "get"}) == 1  # nothing done, nothing timed
 
 
 async def test_endpoint_answers_get_only() -> None:
