@@ -6,11 +6,13 @@ and our own trusted peers (a backup forwarding to the primary) are never greylis
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from mxguard.config import Config, ConfigError, GreylistSettings
+from mxguard.levels import StoredLevel
 from mxguard.policy.checks.base import Check
-from mxguard.policy.checks.greylist import GreylistCheck
+from mxguard.policy.checks.greylist import TRIPLET_PREFIX, GreylistCheck
 from mxguard.policy.facts import Role
 from mxguard.state.base import StateStore
 
@@ -68,3 +70,6 @@ def install(server: Server) -> None:
         return [], [check] if check is not None else []
 
     server.extensions.append(extension)
+    server.gauges["greylist_entries"] = StoredLevel(
+        "greylist_entries", lambda: server.state.count(TRIPLET_PREFIX.rstrip(":"), time.time())
+    )

@@ -390,6 +390,18 @@ async def test_concurrent_hash_puts_keep_every_field(factory: StoreFactory) -> N
 # ---------------------------------------------------------------- upkeep
 
 
+async def test_count_counts_live_entries_of_one_use(store: StateStore) -> None:
+    for i in range(5):
+        await store.put(f"gl:{i:032x}", f"{T0!r}|0", 10 if i else 1, T0)
+    await store.put("glnet:192.0.2.0/24", "3", 60, T0)  # another use, same first letters
+    await store.hash_put("gl:hash", "f", "v", 60, T0)  # a hash, not an entry
+    await store.counter_add("rate:c:x", 1, 60, T0)
+    assert await store.count("gl", T0) == 5
+    assert await store.count("gl", T0 + 1) == 4  # one expired
+    assert await store.count("glnet", T0) == 1
+    assert await store.count("block", T0) == 0
+
+
 async def test_purge_expired_keeps_live_entries(store: StateStore) -> None:
     await store.put("dead", "v", 1, T0)
     await store.put("live", "v", 100, T0)

@@ -82,6 +82,9 @@ class TimedState(StateStore):
     async def ping(self) -> bool:
         return await self._timed("ping", self.inner.ping())
 
+    async def count(self, use: str, now: float) -> int:
+        return await self._timed("count", self.inner.count(use, now))
+
     async def purge_expired(self, now: float) -> int:
         return await self._timed("purge_expired", self.inner.purge_expired(now))
 

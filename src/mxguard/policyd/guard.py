@@ -210,6 +210,9 @@ class ObservedState(StateStore):
     async def ping(self) -> bool:
         return await self.inner.ping()
 
+    async def count(self, use: str, now: float) -> int:
+        return await self.inner.count(use, now)
+
     async def purge_expired(self, now: float) -> int:
         return await self.inner.purge_expired(now)
 

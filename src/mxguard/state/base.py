@@ -111,6 +111,12 @@ class StateStore(ABC):
     ) -> GreylistResult:
         """One atomic greylist step for a hashed triplet key (see `greylist_transition`)."""
 
+    @abstractmethod
+    async def count(self, use: str, now: float) -> int:
+        """How many live entries have keys starting with `use` + ":" (e.g. "gl" for the
+        greylist triplets). A level for metrics, read now and then, never on a decision's
+        path: Redis answers it with a SCAN, SQLite off the event loop."""
+
     def get_now(self, key: str, now: float) -> str | NotNow | None:
         """`get` without awaiting, when the backend can answer without waiting; else NOT_NOW.
 

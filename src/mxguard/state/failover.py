@@ -159,6 +159,9 @@ class FailoverState(StateStore):
     ) -> GreylistResult:
         return await self._call(lambda s: s.greylist(key, now, delay, retry_window, pass_ttl))
 
+    async def count(self, use: str, now: float) -> int:
+        return await self._call(lambda s: s.count(use, now))
+
     async def ping(self) -> bool:
         """True only when the shared store answers; the fallback keeps mail moving, not health."""
         if self._down_since is not None:

@@ -25,6 +25,10 @@ class MemoryState(StateStore):
     async def get(self, key: str, now: float) -> str | None:
         return self._live(key, now)
 
+    async def count(self, use: str, now: float) -> int:
+        head = use + ":"
+        return sum(1 for k, (_, exp) in self._kv.items() if exp > now and k.startswith(head))
+
     def get_now(self, key: str, now: float) -> str | None:
         return self._live(key, now)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -261,6 +262,27 @@ class RedisState(StateStore):
             ],
         )
         return GreylistResult(GreylistStatus(status), float(first))
+
+    async def count(self, use: str, now: float) -> int:
+        if not (use.isascii() and use.isalnum() and len(use) <= 16):
+            raise ValueError(f"not a key use Redis keys keep: {use!r}")
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.prefix) + f":{use}:*"
+
+        async def live(keys: list[str]) -> int:
+            # entries are "<expires>|<value>": the logical expiry decides, as in every script
+            values = await self._client.mget(keys)
+            return sum(1 for v in values if v is not None and float(v.partition("|")[0]) > now)
+
+        async def scan() -> int:
+            n, page = 0, []
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                if not key.endswith(":h"):  # a hash's own key, not an entry
+                    page.append(key)
+                if len(page) >= 1000:
+                    n, page = n + await live(page), []
+            return n + (await live(page) if page else 0)
+
+        return await self._guard(scan)
 
     async def ping(self) -> bool:
         return bool(await self._guard(self._client.ping))

@@ -354,6 +354,21 @@ class SqliteState(StateStore):
         done, value = self._try_now(op)
         return value if done and value is not None else NOT_NOW
 
+    async def count(self, use: str, now: float) -> int:
+        # a range over the primary key; on the worker, never the loop's fast path: a big
+        # table takes milliseconds to count
+        def op(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT count(*) FROM kv WHERE key >= ? AND key < ? AND expires > ?",
+                (use + ":", use + ";", now),  # ";" is the character after ":"
+            ).fetchone()
+            return int(row[0])
+
+        await self._run(lambda db: None)  # the worker exists
+        assert self._worker is not None
+        result: int = await self._worker.submit(op)
+        return result
+
     async def ping(self) -> bool:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
         return True

@@ -171,6 +171,11 @@ class Blocklist:
         indexed = await self.state.hash_delete(INDEX_KEY, network)
         return found or indexed
 
+    async def size(self, now: float) -> int:
+        """Live entries by the index alone (one read, no clean-up): a level for metrics."""
+        index = await self.state.hash_get(INDEX_KEY, now)
+        return sum(1 for v in index.values() if (e := BlockEntry.from_json(v)) and e.until > now)
+
     async def entries(self, now: float) -> list[BlockEntry]:
         """Every live entry, oldest first; index fields without a live entry are dropped."""
         out = []

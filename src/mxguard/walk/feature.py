@@ -27,6 +27,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mxguard.config import Config
+from mxguard.levels import StoredLevel
 from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.base import Check
 from mxguard.policy.checks.blocklist import BlocklistCheck
@@ -317,6 +318,9 @@ def feature_of(server: Server) -> WalkFeature:
 def install(server: Server) -> None:
     feature = WalkFeature(server)
     feature.follow_events()
+    server.gauges["blocklist_entries"] = StoredLevel(
+        "blocklist_entries", lambda: feature.blocklist.size(feature.now())
+    )
     server.extensions.insert(0, feature.extension)
     server.runtime_hooks.append(feature.attach)
     server.tasks.append(asyncio.create_task(feature.heartbeat_loop(), name="walk heartbeat"))
