@@ -270,8 +270,9 @@ class RedisState(StateStore):
 
         async def live(keys: list[str]) -> int:
             # entries are "<expires>|<value>": the logical expiry decides, as in every script
-            values = await self._client.mget(keys)
-            return sum(1 for v in values if v is not None and float(v.partition("|")[0]) > now)
+            values = await self._client.mget(keys)  # str: the client decodes responses
+            expiries = (float(str(v).partition("|")[0]) for v in values if v is not None)
+            return sum(1 for expires in expiries if expires > now)
 
         async def scan() -> int:
             n, page = 0, []
