@@ -18,11 +18,13 @@ serve: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
 
 test: install
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) mxguard-data .pytest_cache
+	rm -rf $(VENV) mxguard-data .pytest_cache .mypy_cache

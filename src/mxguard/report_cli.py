@@ -78,7 +78,7 @@ def parse_networks(values: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipad
 
 def plan_inputs(args: tuple[str, ...], config: list[MxEntry]) -> list[FileInfo]:
     files: list[FileInfo] = []
-    by_role = {}
+    by_role: dict[str, list[str]] = {}
     for e in config:
         if e.role:
             by_role.setdefault(e.role, []).append(e.host)

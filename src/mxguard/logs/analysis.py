@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mxguard.logs.blocks import BlockResult
 from mxguard.logs.model import (
@@ -34,6 +35,12 @@ from mxguard.logs.model import (
     SCREEN,
 )
 from mxguard.logs.parsers.postscreen import SCREEN_RCPT
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import TypeVar
+
+    _V = TypeVar("_V")
 
 QUEUE_CAP = 200_000
 DEFAULT_WINDOW = 3600.0
@@ -147,7 +154,7 @@ class Analysis:
         return s
 
     @staticmethod
-    def _lookup(table: dict[str, object], name: str) -> object:  # type: ignore[type-arg]
+    def _lookup(table: Mapping[str, _V], name: str) -> _V | None:
         if name in table:
             return table[name]
         short = name.split(".", 1)[0]
@@ -215,11 +222,11 @@ class Analysis:
             srv = self.server(file_idx, host)
             srv.add(SCREEN, n, hour if hour >= 0 else None)
             srv.stats["postscreen_dropped_connections"] += n
-        for (host, ip), (first, last, n) in b.clients.items():
+        for (host, ip), (first, last, conns) in b.clients.items():
             srv = self.server(file_idx, host)
             srv.seen(first)
             srv.seen(last)
-            self._contact(srv.name, ip, first, last, n)
+            self._contact(srv.name, ip, first, last, conns)
 
     def _contact(self, server: str, ip: str | None, first: float, last: float, n: float) -> None:
         """A client talked to ``server`` (connections, or a transaction seen without
@@ -245,6 +252,7 @@ class Analysis:
     def add_event(
         self, file_idx: int, ts: float | None, host: str | None, ev: tuple[object, ...]
     ) -> None:
+        st: list[object] | None
         srv = self.server(file_idx, host)
         srv.seen(ts)
         op = ev[0]
@@ -273,7 +281,7 @@ class Analysis:
             else:
                 if len(self.msgid_origin) >= QUEUE_CAP:
                     self.msgid_origin.pop(next(iter(self.msgid_origin)))
-                self.msgid_origin[key] = st[0]  # type: ignore[index]
+                self.msgid_origin[key] = st[0]  # type: ignore[index, assignment]
         elif op == OP_QFROM:
             self._q(srv.name, ev[1])[3] = ev[2]  # type: ignore[arg-type]
         elif op == OP_QLOCAL:
@@ -288,7 +296,7 @@ class Analysis:
         elif op == OP_CONTENT:
             _, kind, qid, ip, sender, n = ev
             st = self.queue.get((srv.name, qid)) if qid else None  # type: ignore[arg-type]
-            origin = st[0] if st is not None else self.origin(ip)  # type: ignore[arg-type]
+            origin = st[0] if st is not None else self.origin(ip)  # type: ignore[assignment, arg-type]
             srv.stats["content_filter_blocked"] += n  # type: ignore[operator]
             self._count(srv, kind, n, ts, origin)  # type: ignore[arg-type]
         elif op == OP_DIRECT:
@@ -477,7 +485,7 @@ class Analysis:
         servers = rec[2]
         if len(servers) > 1:  # type: ignore[arg-type]
             self.msg_multi[kind] += 1
-            self.msg_multi_by_servers[" + ".join(sorted(servers))] += 1  # type: ignore[arg-type]
+            self.msg_multi_by_servers[" + ".join(sorted(servers))] += 1  # type: ignore[call-overload]
 
     # -- the end -----------------------------------------------------------------------
     def finish(self) -> dict[str, object]:

@@ -86,6 +86,7 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     corrupt = 0
     blank = 0  # whitespace-only lines: neither counted nor corrupt
     ev: object
+    hb: bytes | None
     # Rare features, looked for once per block (a scan in C) instead of on every line.
     has_cr = b"\r" in data
     has_repeats = b"message repeated " in data
@@ -129,7 +130,9 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
                 if full is None:
                     sp = None
                 else:
-                    fmt, raw, hb, resolved, msg = full
+                    # split_line's raw stamp is bytes, a tuple or None as fmt says; it is
+                    # only used as bytes below where fmt == RFC3339
+                    fmt, raw, hb, resolved, msg = full  # type: ignore[assignment]
                     sp = True
         if sp:
             handler, service, prog = resolved  # type: ignore[misc]
@@ -263,7 +266,10 @@ def parse_block(data: bytes, keep_samples: bool = True) -> BlockResult:
     return res
 
 
-_CONN_NAMES = {"postscreen": "connections_postscreen", "smtpd": "connections_smtpd"}
+_CONN_NAMES: dict[object, str] = {
+    "postscreen": "connections_postscreen",
+    "smtpd": "connections_smtpd",
+}
 
 
 def _epoch(stamp: Stamp) -> float:
@@ -292,7 +298,7 @@ def _conn(
         clients[ck] = [t, t, 1.0]
     else:
         c[1] = t
-        c[2] += 1
+        c[2] += 1  # type: ignore[operator]  # the count slot is always a float
 
 
 def _repeat_count(msg: bytes) -> int | None:

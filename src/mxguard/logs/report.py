@@ -10,7 +10,26 @@ from mxguard.logs.excess import FORMULA, estimate
 from mxguard.logs.model import DELIVERED, KINDS, RATIO_KINDS, REJECT_KINDS, TITLES, UNITS
 
 if TYPE_CHECKING:
+    from typing import TypedDict
+
     from mxguard.logs.analysis import Analysis
+
+    class ServerRow(TypedDict):
+        """One entry of the report's ``servers`` list."""
+
+        server: str
+        role: str
+        preference: int | None
+        hosts: list[str]
+        counts: dict[str, int]
+        rejected_total: int
+        ratios: dict[str, float | None]
+        excluded_local: dict[str, int]
+        relayed_from_other_mx: int
+        first_seen: str | None
+        last_seen: str | None
+        stats: dict[str, int]
+
 
 ROLE_ORDER = {"primary": 0, "backup": 1, "trap": 2, "retired": 3, "unknown": 4}
 EXCESS_KINDS = ("spam", "unknown", "rate", "greylist", "screen")
@@ -35,7 +54,7 @@ def build_report(a: Analysis) -> dict[str, object]:
             s.name,
         ),
     )
-    rows = []
+    rows: list[ServerRow] = []
     for s in servers:
         counts = {k: int(s.counts[k]) for k in KINDS}
         d = counts[DELIVERED]
@@ -107,7 +126,7 @@ def build_report(a: Analysis) -> dict[str, object]:
     }
 
 
-def _excess(a: Analysis, rows: list[dict[str, object]]) -> dict[str, object]:
+def _excess(a: Analysis, rows: list[ServerRow]) -> dict[str, object]:
     prim = [r for r in rows if r["role"] == "primary"]
     back = [r for r in rows if r["role"] == "backup"]
     out: dict[str, object] = {
@@ -121,8 +140,8 @@ def _excess(a: Analysis, rows: list[dict[str, object]]) -> dict[str, object]:
         out["warnings"] = ["needs at least one primary and one backup server (give roles)"]
         return out
 
-    def total(group: list[dict[str, object]], k: str) -> int:
-        return sum(int(r["counts"][k]) for r in group)  # type: ignore[index]
+    def total(group: list[ServerRow], k: str) -> int:
+        return sum(int(r["counts"][k]) for r in group)
 
     dp, db = total(prim, DELIVERED), total(back, DELIVERED)
     kinds: dict[str, object] = {}

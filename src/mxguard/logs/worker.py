@@ -155,7 +155,7 @@ class Worker:
         if sent < len(header):
             _write_all(self._in, header[sent:])
             sent = len(header)
-        _write_all(self._in, memoryview(block)[sent - len(header) :])  # type: ignore[arg-type]
+        _write_all(self._in, memoryview(block)[sent - len(header) :])
         self.busy = True
 
     def receive(self) -> object:

@@ -30,7 +30,8 @@ def install(server: Server) -> None:
     settings = cfg.metrics
     if not settings.listen and not settings.control_socket:
         return
-    disable_created_metrics()  # the *_created series only double what Prometheus stores
+    # the *_created series only double what Prometheus stores
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     metrics = Metrics(server)
     endpoints = Endpoints(metrics)
     if settings.listen:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,8 +57,8 @@ class QueueGauges:
         g[f"queue_bytes{{{mx}}}"] = lambda: self._get(host, "bytes")
         g[f"queue_oldest_message_seconds{{{mx}}}"] = lambda: self._age(host)
         for counter, outcome in OUTCOMES.items():
-            g[f'queue_deliveries_total{{{mx},outcome="{outcome}"}}'] = lambda c=counter: self._get(
-                host, c
+            g[f'queue_deliveries_total{{{mx},outcome="{outcome}"}}'] = functools.partial(
+                self._get, host, counter
             )
 
     def _get(self, host: str, key: str) -> float:

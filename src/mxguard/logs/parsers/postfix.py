@@ -228,6 +228,7 @@ def delivery(service: bytes, msg: bytes) -> object:
         return UNPARSED
     status = rest[st + 9 : st + 13]
     if status == b"sent":
+        nxt: bytes | None
         rcpt = angle(rest, b"to=<")
         reply = rest[st + 14 :]
         relay = b""

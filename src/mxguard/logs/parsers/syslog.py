@@ -146,9 +146,12 @@ BSD = 2
 def stamp(fmt: int, raw: object) -> float | None:
     """Parse the raw stamp kept by :func:`split_line` (done only for lines that count)."""
     if fmt == RFC3339:
-        return timeparse.rfc3339(raw)  # type: ignore[arg-type]
+        return timeparse.rfc3339(raw)  # type: ignore[arg-type]  # fmt says raw is bytes
     if fmt == BSD:
-        m, d, c = raw  # type: ignore[misc]
+        m: bytes
+        d: bytes
+        c: bytes
+        m, d, c = raw  # type: ignore[misc]  # fmt says raw is split_line's (month, day, clock)
         return timeparse.bsd(m, d, c)
     return None
 
@@ -178,7 +181,8 @@ def split_line(line: bytes) -> tuple[int, object, bytes | None, Resolved | None,
     if parts[0] in timeparse.MONTHS and parts[2][2:3] == b":":
         fmt = BSD
         raw: object = (parts[0], parts[1], parts[2])
-        host: bytes | None = parts[3]
+        host: bytes | None
+        host = parts[3]
         if host[:1] == b"<" and host[-1:] == b">":
             parts = line.split(None, 6)
             if len(parts) < 7:

@@ -38,9 +38,9 @@ def header(titles: dict[str, str]) -> list[str]:
 def excess_lines(report: dict[str, object]) -> list[str]:
     ex: dict[str, object] = report["excess"]  # type: ignore[assignment]
     lines = [f"formula: {ex['formula']}"]
-    lines.append(
-        f"primary: {', '.join(ex['primary']) or '-'}; backup: {', '.join(ex['backup']) or '-'}"
-    )  # type: ignore[arg-type]
+    primary: list[str] = ex["primary"]  # type: ignore[assignment]
+    backup: list[str] = ex["backup"]  # type: ignore[assignment]
+    lines.append(f"primary: {', '.join(primary) or '-'}; backup: {', '.join(backup) or '-'}")
     for w in ex["warnings"]:  # type: ignore[attr-defined]
         lines.append(f"warning: {w}")
     kinds: dict[str, dict[str, object]] = ex["kinds"]  # type: ignore[assignment]
