@@ -329,7 +329,7 @@ _reversed: dict[IPAddress, str] = {}
 
 
 def _reversed_v4(address: IPAddress) -> str:
-    """ "d.c.b.a", as dnspython's reversename writes an IPv4 query name before the zone."""
+    """The "d.c.b.a" that dnspython's reversename writes before the zone for an IPv4 client."""
     text = _reversed.get(address)
     if text is None:
         if len(_reversed) >= 4096:

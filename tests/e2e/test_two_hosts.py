@@ -212,6 +212,8 @@ def smtp_reply(
         return "data", code, text.decode()
     except smtplib.SMTPConnectError as exc:
         return "connect", exc.smtp_code, str(exc.smtp_error)
+    except smtplib.SMTPDataError as exc:  # the DATA command itself refused (not 354)
+        return "data", exc.smtp_code, exc.smtp_error.decode(errors="replace")
     except smtplib.SMTPServerDisconnected:
         return "disconnected", 421, ""
     finally:
@@ -348,7 +350,9 @@ class Traffic:
 
     def __init__(self, hosts: list[Host]) -> None:
         self.hosts = hosts
-        self.results: list[tuple[float, str, str, int]] = []  # (time, host, stage, code)
+        # (time the session started, host, stage, code): a session is judged by when it
+        # began, since one that began before an outage may end, slowly, after it started
+        self.results: list[tuple[float, str, str, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -356,8 +360,9 @@ class Traffic:
         i = 0
         while not self._stop.is_set():
             host = self.hosts[i % len(self.hosts)]
+            began = time.monotonic()
             stage, code = smtp(host, f"127.0.2.{1 + i % 200}")
-            self.results.append((time.monotonic(), host.name, stage, code))
+            self.results.append((began, host.name, stage, code))
             i += 1
             time.sleep(0.02)
 
