@@ -36,7 +36,7 @@ from mxguard.config import Config, ConfigError, parse_hostport
 from mxguard.events import EventLog
 from mxguard.policy.build import Extension, PolicyParts, build_engine
 from mxguard.policy.checks.recipients import Callout
-from mxguard.policy.engine import PolicyEngine
+from mxguard.policy.engine import Pending, PolicyEngine
 from mxguard.policy.facts import DnsListAnswer, Facts, IPAddress, Stage
 from mxguard.policy.verdict import ACCEPT, Action, Verdict
 from mxguard.policyd import protocol
@@ -281,7 +281,7 @@ class PolicyService:
             if earlier in (Stage.CONNECT, Stage.RCPT) and s.dnsbl is not None:
                 at = at.at(earlier, dnsbl=await self._dnsbl_answers(s))
             decided = self.engine.decide_now(at, screened)
-            verdict = decided if isinstance(decided, Verdict) else await decided.finish()
+            verdict = decided if isinstance(decided, Verdict) else await _in_a_task(decided)
             if verdict.is_final:
                 if per_session:
                     s.blocked = verdict
@@ -429,6 +429,19 @@ class PolicyConnection(asyncio.Protocol):
         else:
             log.error("policyd: internal error; closing without a reply", exc_info=exc)
         self.close()
+
+
+async def _in_a_task(pending: Pending) -> Verdict:
+    """Finish a decision that has to wait, inside a task.
+
+    `PolicyConnection._answer` drives a request by hand until its first wait, outside any
+    task; code under a waiting check (redis-py, aiosmtplib) uses asyncio.timeout(), which
+    raises without a current task. Yielding once first hands the rest to the task that
+    `_answer` then makes.
+    """
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)
+    return await pending.finish()
 
 
 @types.coroutine

@@ -182,6 +182,30 @@ async def test_a_waiting_decision_holds_back_the_ones_behind_it(tmp: Path) -> No
     assert conn.worker is None and len(transport.written) == 3
 
 
+class TimeoutState(MemoryState):
+    """No fast path, and an async path that needs a current task, as redis-py's does."""
+
+    def get_now(self, key: str, now: float) -> str | NotNow | None:
+        return NOT_NOW
+
+    async def get(self, key: str, now: float) -> str | None:
+        async with asyncio.timeout(5):  # RuntimeError outside a task
+            return await super().get(key, now)
+
+
+async def test_a_wait_on_a_remote_state_runs_inside_the_task(tmp: Path) -> None:
+    svc, _ = service(tmp, TimeoutState())
+    conn, transport = connect(svc)
+    # from the loop, as a transport calls it: outside any task
+    asyncio.get_running_loop().call_soon(
+        conn.data_received, wire() + wire(recipient="nobody@example.test")
+    )
+    await settle()
+    assert len(transport.written) == 2
+    assert transport.written[0].startswith(b"action=DEFER_IF_PERMIT 4.7.1 Greylisted")
+    assert transport.written[1].startswith(b"action=550 5.1.1")  # not a state error
+
+
 async def test_the_greylist_pass_note_survives_the_wait(tmp: Path) -> None:
     state = GatedState()
     svc, clock = service(tmp, state)
