@@ -6,13 +6,10 @@ audit finding), 2 bad usage or bad config (one line naming file, key and problem
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import click
 
 from mxguard import __version__
-from mxguard.cliutil import config_option, err, fail, loop_factory, setup_logging
+from mxguard.cliutil import config_option, err, fail, run_daemon
 from mxguard.config import ConfigError, effective_toml, load_config
 
 
@@ -38,23 +35,13 @@ def main() -> None:
 )
 def serve(config_path: str | None, log_level: str | None) -> None:
     """Run the SMTP listeners of every [[mx]] entry that has a listen address."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        fail(str(exc))
-        return
-    setup_logging(log_level or cfg.log.level)
     from mxguard.serve import serve_forever
 
-    try:
-        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
-            code = runner.run(serve_forever(config_path, lambda line: print(line, flush=True)))
-    except ConfigError as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        code = 0
-    sys.exit(code)
+    run_daemon(
+        config_path,
+        log_level,
+        lambda cfg: serve_forever(config_path, lambda line: print(line, flush=True)),
+    )
 
 
 @main.command("check-config")

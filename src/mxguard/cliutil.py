@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from mxguard.config import Config
 
 err = Console(stderr=True, highlight=False)
 
@@ -57,3 +60,27 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             fail("server.event_loop: uvloop is not installed (pip install uvloop)")
         return None
     return uvloop.new_event_loop
+
+
+def run_daemon(
+    config_path: str | None,
+    log_level: str | None,
+    main: Callable[[Config], Coroutine[Any, Any, int]],
+) -> NoReturn:
+    """`serve` and `policyd`: load the config, set up logging, run `main(cfg)` on the
+    configured event loop, and exit with its code (2 and one line for a bad config)."""
+    from mxguard.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+    setup_logging(log_level or cfg.log.level)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
+            code = runner.run(main(cfg))
+    except ConfigError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

@@ -6,9 +6,6 @@ imports this module while it is still loading (sub-command registration).
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import click
 
 
@@ -35,22 +32,7 @@ def policyd(config_path: str | None, log_level: str | None) -> None:
     main.cf:  smtpd_recipient_restrictions = ..., reject_unauth_destination,
                   check_policy_service inet:127.0.0.1:10023
     """
-    from mxguard.cliutil import fail, loop_factory, setup_logging
-    from mxguard.config import ConfigError, load_config
+    from mxguard.cliutil import run_daemon
     from mxguard.policyd.server import run_forever
 
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        fail(str(exc))
-        return
-    setup_logging(log_level or cfg.log.level)
-    try:
-        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
-            code = runner.run(run_forever(cfg, lambda line: print(line, flush=True)))
-    except ConfigError as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        code = 0
-    sys.exit(code)
+    run_daemon(config_path, log_level, lambda cfg: run_forever(cfg, lambda s: print(s, flush=True)))
