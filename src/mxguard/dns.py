@@ -34,6 +34,7 @@ import dns.resolver
 import dns.reversename
 
 from mxguard import dnswire
+from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.facts import DnsListAnswer, IPAddress
 
@@ -325,16 +326,14 @@ def _client_address(ip: IPAddress | str) -> IPAddress:
     return address
 
 
-_reversed: dict[IPAddress, str] = {}
+_reversed: Memo[IPAddress, str] = Memo(4096)
 
 
 def _reversed_v4(address: IPAddress) -> str:
     """The "d.c.b.a" that dnspython's reversename writes before the zone for an IPv4 client."""
     text = _reversed.get(address)
     if text is None:
-        if len(_reversed) >= 4096:
-            _reversed.clear()
-        text = _reversed[address] = ".".join(reversed(str(address).split(".")))
+        text = _reversed.remember(address, ".".join(reversed(str(address).split("."))))
     return text
 
 

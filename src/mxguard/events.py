@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mxguard.memo import Memo
 from mxguard.policy.facts import Facts
 from mxguard.policy.verdict import Verdict
 
@@ -32,7 +33,7 @@ DECISION_FIELDS = frozenset(
     | {"action", "code", "status", "reason", "size", "session", "queue_id"}
 )
 
-_client_json: dict[object, str] = {}
+_client_json: Memo[object, str] = Memo(4096)
 
 
 def _client(ip: object) -> str:
@@ -40,9 +41,7 @@ def _client(ip: object) -> str:
     and the same clients come back."""
     text = _client_json.get(ip)
     if text is None:
-        if len(_client_json) >= 4096:
-            _client_json.clear()
-        text = _client_json[ip] = _quote(str(ip))
+        text = _client_json.remember(ip, _quote(str(ip)))
     return text
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from mxguard.config import Config, MxSettings, parse_hostport
 from mxguard.events import EventLog
+from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.engine import Pending, PolicyEngine
@@ -59,7 +60,7 @@ SENDER_OK = p.Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = p.Reply(250, "2.1.5", "Recipient OK")
 START_DATA = p.Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
-_peers: dict[str, IPAddress] = {}
+_peers: Memo[str, IPAddress] = Memo(4096)
 
 
 def _peer_ip(host: str) -> IPAddress:
@@ -70,9 +71,7 @@ def _peer_ip(host: str) -> IPAddress:
         parsed = ipaddress.ip_address(host.split("%", 1)[0])
         if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
             parsed = parsed.ipv4_mapped
-        if len(_peers) >= 4096:
-            _peers.clear()
-        ip = _peers[host] = parsed
+        ip = _peers.remember(host, parsed)
     return ip
 
 

@@ -62,6 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
+from mxguard.memo import Memo
 from mxguard.smtp.address import AddressSyntaxError, parse_path
 
 __all__ = [
@@ -243,16 +244,15 @@ NEEDS_REPLY = (Helo, MailFrom, RcptTo, DataCommand, MessageReceived, StartTLS)
 
 # --- fixed replies ----------------------------------------------------------------------------
 
-_ehlo_replies: dict[tuple[str, str], Reply] = {}
+_ehlo_replies: Memo[tuple[str, str], Reply] = Memo(64)
 
 
 def _ehlo_reply(greeting: str, extensions: str) -> Reply:
     """The EHLO answer, one object per greeting and extension list, so its bytes are made once."""
     reply = _ehlo_replies.get((greeting, extensions))
     if reply is None:
-        if len(_ehlo_replies) >= 64:
-            _ehlo_replies.clear()
-        reply = _ehlo_replies[greeting, extensions] = Reply(250, "", f"{greeting}\n{extensions}")
+        reply = Reply(250, "", f"{greeting}\n{extensions}")
+        _ehlo_replies.remember((greeting, extensions), reply)
     return reply
 
 

@@ -16,12 +16,12 @@ import json.encoder
 from dataclasses import dataclass, fields
 from math import isfinite
 
+from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
-from mxguard.walk.memo import Memo
 
 BLOCK_PREFIX = "block:"
 INDEX_KEY = "blockidx:all"

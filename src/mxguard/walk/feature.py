@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mxguard.config import Config
 from mxguard.levels import StoredLevel
+from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW
 from mxguard.policy.checks.base import Check
 from mxguard.policy.checks.blocklist import BlocklistCheck
@@ -38,7 +39,6 @@ from mxguard.policy.verdict import Action, Verdict
 from mxguard.state.base import StateStore, complete_now
 from mxguard.walk.blocklist import Blocklist
 from mxguard.walk.health import Health
-from mxguard.walk.memo import Memo
 from mxguard.walk.sightings import Outcome, Sightings
 
 if TYPE_CHECKING:

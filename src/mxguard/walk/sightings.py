@@ -17,12 +17,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
-from mxguard.walk.memo import Memo
 
 SIGHT_PREFIX = "seen:"
 #: the field of a host's latest outcome is the host's name with this suffix

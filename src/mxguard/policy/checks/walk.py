@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from mxguard.memo import Memo
 from mxguard.policy.checks.base import ALL_ROLES, NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, IPAddress, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
@@ -42,7 +43,6 @@ from mxguard.policy.verdict import Verdict, disconnect, tempfail
 from mxguard.state.base import complete_now
 from mxguard.walk.blocklist import BlockEntry, Blocklist
 from mxguard.walk.health import Health, MxHealth
-from mxguard.walk.memo import Memo
 from mxguard.walk.sightings import Contact, Sightings, Walk
 
 #: roles whose listeners answer and can be walked through (a fake never answers, a retired
