@@ -33,6 +33,11 @@ class BatchWorker(Generic[J]):
         self._thread.start()
 
     async def submit(self, job: J) -> Any:
+        return await self.enqueue(job)
+
+    def enqueue(self, job: J) -> asyncio.Future[Any]:
+        """Queue `job` now, in order with every job queued before it; its result comes on
+        the future. For a caller that must fix the order before it can await."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         with self._cv:
@@ -40,7 +45,7 @@ class BatchWorker(Generic[J]):
                 raise RuntimeError("worker stopped")
             self._jobs.append((job, fut, loop))
             self._cv.notify()
-        return await fut
+        return fut
 
     def _run(self) -> None:
         while True:

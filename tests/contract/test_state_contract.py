@@ -415,24 +415,58 @@ async def test_purge_expired_keeps_live_entries(store: StateStore) -> None:
     assert await store.ping() is True
 
 
-async def test_sqlite_greylist_now_declines_while_another_process_writes(tmp_path: Path) -> None:
-    """Another process holding the write lock: NOT_NOW at once, and the step left undone."""
+async def test_sqlite_greylist_now_answers_while_another_process_writes(tmp_path: Path) -> None:
+    """Another process holding the write lock: the step is still answered at once (a WAL read
+    does not wait for a writer), its write waits on the worker, and until it is in the file
+    this process declines to answer for that key, so the awaited path queues behind it."""
     store = SqliteState(tmp_path / "state.db")
     await store.open()
     try:
-        assert store.greylist_now("gl:t", T0, 60.0, 600.0, 3600.0, "glnet:t") == GreylistResult(
-            GreylistStatus.NEW, T0
-        )
         with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as other:
             other.execute("BEGIN IMMEDIATE")
+            got = store.greylist_now("gl:t", T0, 60.0, 600.0, 3600.0, "glnet:t")
+            assert got == GreylistResult(GreylistStatus.NEW, T0)
             assert isinstance(store.greylist_now("gl:t", T0 + 61, 60.0, 600.0, 3600.0), NotNow)
+            assert isinstance(store.get_now("gl:t", T0 + 61), NotNow)
+            assert store.get_now("gl:other", T0 + 61) is None  # other keys read at once
             other.execute("ROLLBACK")
-        # the declined step did not happen: this retry is still the first pass, and counted
-        got = store.greylist_now("gl:t", T0 + 62, 60.0, 600.0, 3600.0, "glnet:t")
+        got = await store.greylist("gl:t", T0 + 62, 60.0, 600.0, 3600.0)
         assert got == GreylistResult(GreylistStatus.PASSED, T0)
-        assert await store.get("glnet:t", T0 + 62) == "1"
     finally:
         await store.close()
+
+
+async def test_sqlite_deferred_greylist_writes_reach_the_file(tmp_path: Path) -> None:
+    """Group commit: written by the group timer, by any awaited operation of the process (in
+    order before it), and at close; with the first pass's count in the same commit."""
+    path = tmp_path / "state.db"
+    here, there = SqliteState(path), SqliteState(path)
+    await here.open()
+    await there.open()
+    try:
+        assert here.greylist_now("gl:a", T0, 60.0, 600.0, 3600.0) == GreylistResult(
+            GreylistStatus.NEW, T0
+        )
+        for _ in range(200):  # the timer fires after GROUP_WINDOW; bounded wait
+            if await there.get("gl:a", T0) is not None:
+                break
+            await asyncio.sleep(SqliteState.GROUP_WINDOW)
+        assert await there.get("gl:a", T0) is not None
+        # an awaited operation writes the waiting step first
+        assert here.greylist_now("gl:a", T0 + 61, 60.0, 600.0, 3600.0, "glnet:a") == (
+            GreylistResult(GreylistStatus.PASSED, T0)
+        )
+        await here.put("unrelated", "v", 60, T0)
+        assert await there.get("glnet:a", T0 + 61) == "1"
+        # close writes what is still waiting
+        got = here.greylist_now("gl:b", T0, 60.0, 600.0, 3600.0)
+        assert got == GreylistResult(GreylistStatus.NEW, T0)
+    finally:
+        await here.close()
+    try:
+        assert await there.get("gl:b", T0) is not None
+    finally:
+        await there.close()
 
 
 # ---------------------------------------------------------------- answering at once

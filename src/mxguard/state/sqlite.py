@@ -11,10 +11,20 @@ thread, which may wait; operations queued there together run in one transaction,
 its own savepoint, so a busy tier pays one commit per batch. `synchronous=NORMAL` is enough
 because this is policy state, not mail: a power cut may forget the last greylist pass, never
 a message.
+
+The greylist step on the fast path (`greylist_now`, one per RCPT) reads at once and defers
+its write for a few milliseconds, so that the steps of that moment share one commit (group
+commit): a commit with its locks costs several times a read. Until it is written, a
+deferred write is this process's to know: any read or operation here that touches one of
+its keys writes the waiting ones first, and another process sees it at most
+`GROUP_WINDOW` later. A crash loses at most that window of greylist steps, which only
+greylists those triplets again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +41,10 @@ from mxguard.state.base import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("mxguard.state")
+
+Write = Callable[[sqlite3.Connection], Any]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -58,6 +72,10 @@ class SqliteState(StateStore):
 
     #: fast-path commits between two checkpoints handed to the worker
     CHECKPOINT_EVERY = 2000
+    #: how long a deferred greylist write waits for others to share its commit (seconds),
+    GROUP_WINDOW = 0.005
+    #: or how many may wait
+    GROUP_MAX = 256
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -67,6 +85,12 @@ class SqliteState(StateStore):
         self._since_checkpoint = 0
         # ":memory:" is private to one connection, so it only ever uses the worker's
         self._memory = str(path) == ":memory:"
+        # greylist writes waiting for their group commit, in order; the keys they touch; and
+        # how many groups the worker has yet to write (they could not take the lock at once)
+        self._deferred: list[Write] = []
+        self._dirty: set[str] = set()
+        self._flying = 0
+        self._group_timer: asyncio.TimerHandle | None = None
 
     def _connect_loop(self) -> sqlite3.Connection:
         if self._loop_db is None:
@@ -119,9 +143,53 @@ class SqliteState(StateStore):
             self._checkpoint_soon()
         return True, result
 
-    def _checkpoint_soon(self) -> None:
-        import asyncio
+    def _defer(self, keys: tuple[str, ...], write: Write) -> None:
+        """Queue `write` for the next group commit; its step has been answered already."""
+        if not self._deferred:
+            loop = asyncio.get_running_loop()
+            self._group_timer = loop.call_later(self.GROUP_WINDOW, self._write_deferred)
+        self._deferred.append(write)
+        self._dirty.update(keys)
+        if len(self._deferred) >= self.GROUP_MAX:
+            self._write_deferred()
 
+    def _write_deferred(self) -> bool:
+        """Commit the deferred writes now, or hand them to the worker if the lock is taken.
+
+        True when nothing of this process's is left unwritten."""
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        writes, self._deferred = self._deferred, []
+        if writes:
+
+            def group(db: sqlite3.Connection) -> None:
+                for write in writes:
+                    write(db)
+
+            done, _ = self._try_now(group)
+            if not done:
+                assert self._worker is not None
+                self._flying += 1
+                self._worker.enqueue(group).add_done_callback(self._group_landed)
+        if self._flying or self._deferred:
+            return False
+        self._dirty.clear()
+        return True
+
+    def _group_landed(self, fut: asyncio.Future[Any]) -> None:
+        self._flying -= 1
+        if not fut.cancelled() and (exc := fut.exception()) is not None:
+            # policy state, not mail: those triplets will be greylisted again
+            log.warning("sqlite %s: a group of greylist steps was not written: %s", self.path, exc)
+        if not self._flying and not self._deferred:
+            self._dirty.clear()
+
+    def _clean(self, key: str) -> bool:
+        """True when no write of this process's to `key` is waiting (writing them if need be)."""
+        return key not in self._dirty or self._write_deferred()
+
+    def _checkpoint_soon(self) -> None:
         def checkpoint(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -171,10 +239,11 @@ class SqliteState(StateStore):
         if self._worker is None:
             self._worker = BatchWorker("mxguard-sqlite", self._batch)
             await self._worker.submit(lambda db: None)  # the schema exists before a fast path
-        elif not self._memory:
+        elif not self._memory and self._write_deferred():
             done, value = self._try_now(fn, single)
             if done:
                 return value  # type: ignore[return-value]
+        # else earlier writes are on the worker's queue, and `fn` must come after them
         result: T = await self._worker.submit(fn)
         return result
 
@@ -202,7 +271,7 @@ class SqliteState(StateStore):
 
     def get_now(self, key: str, now: float) -> str | NotNow | None:
         """A plain read on the loop's connection: WAL readers never wait for a writer."""
-        if self._memory or self._worker is None:
+        if self._memory or self._worker is None or not self._clean(key):
             return NOT_NOW
         try:
             return self._live(self._connect_loop(), key, now)
@@ -242,7 +311,7 @@ class SqliteState(StateStore):
         return await self._run(op)
 
     def counter_add_now(self, key: str, amount: int, window: float, now: float) -> int | NotNow:
-        if self._memory or self._worker is None:
+        if self._memory or self._worker is None or not self._clean(key):
             return NOT_NOW
         done, value = self._try_now(self._counter_op(key, amount, window, now), single=True)
         return value if done and value is not None else NOT_NOW
@@ -346,13 +415,28 @@ class SqliteState(StateStore):
         pass_ttl: float,
         pass_counter: str | None = None,
     ) -> GreylistResult | NotNow:
-        """The same transaction on the loop's connection; NOT_NOW (rolled back) if it would
-        have to wait for another process's lock."""
-        if self._memory or self._worker is None:
+        """The same step, read now and written with the next group commit (see the module
+        docstring); NOT_NOW, with nothing done, if even the read would have to wait."""
+        if self._memory or self._worker is None or not self._clean(key):
             return NOT_NOW
-        op = self._greylist_op(key, now, delay, retry_window, pass_ttl, pass_counter)
-        done, value = self._try_now(op)
-        return value if done and value is not None else NOT_NOW
+        try:
+            current = self._live(self._connect_loop(), key, now)
+        except sqlite3.OperationalError:
+            return NOT_NOW
+        new, ttl, result = greylist_transition(current, now, delay, retry_window, pass_ttl)
+        counter = pass_counter if result.status is GreylistStatus.PASSED else None
+        if new is None and counter is None:
+            return result
+        count = self._counter_op(counter, 1, pass_ttl, now) if counter else None
+
+        def write(db: sqlite3.Connection) -> None:
+            if new is not None:
+                self._store(db, key, new, now + ttl)
+            if count is not None:
+                count(db)  # in the same transaction: the pass and its count, or neither
+
+        self._defer((key, counter) if counter else (key,), write)
+        return result
 
     async def count(self, use: str, now: float) -> int:
         # a range over the primary key; on the worker, never the loop's fast path: a big
@@ -387,6 +471,8 @@ class SqliteState(StateStore):
         return await self._run(op)
 
     async def close(self) -> None:
+        if self._worker is not None:
+            self._write_deferred()  # on the worker if need be, which finishes its queue
         if self._loop_db is not None:
             self._loop_db.close()
             self._loop_db = None
