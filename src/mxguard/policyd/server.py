@@ -150,6 +150,9 @@ class PolicyService:
         self.hostname = cfg.server.hostname
         self.requests = 0
         self.decisions: collections.Counter[str] = collections.Counter()
+        # None: log each decision as it is made; a list: keep them for `log_answered`, so a
+        # connection can send the reply first and log while Postfix reads it
+        self.unlogged: list[tuple[Facts, Verdict, str | None, dict[str, Any]]] | None = None
 
     def _session(self, conn: ConnectionState, attrs: dict[str, str], ip: IPAddress) -> SessionState:
         key = (
@@ -212,8 +215,20 @@ class PolicyService:
             if attrs.get("instance"):
                 extra["instance"] = attrs["instance"]
             logged = facts if decided_at is stage else facts.at(decided_at)
-            self.events.decision(logged, verdict, queue_id=attrs.get("queue_id") or None, **extra)
+            queue_id = attrs.get("queue_id") or None
+            if self.unlogged is None:
+                self.events.decision(logged, verdict, queue_id=queue_id, **extra)
+            else:
+                self.unlogged.append((logged, verdict, queue_id, extra))
         return protocol.render(action)
+
+    def log_answered(self) -> None:
+        """Log the decisions kept in `unlogged`, in the order they were made."""
+        unlogged = self.unlogged
+        if unlogged:
+            self.unlogged = []
+            for facts, verdict, queue_id, extra in unlogged:
+                self.events.decision(facts, verdict, queue_id=queue_id, **extra)
 
     def _facts(self, stage: Stage, attrs: dict[str, str], ip: IPAddress, s: SessionState) -> Facts:
         recipient = attrs.get("recipient") or None
@@ -417,13 +432,17 @@ class PolicyConnection(asyncio.Protocol):
 
     def _reply(self, reply: bytes) -> None:
         if self.closed or self.transport is None:
+            self.service.log_answered()
             return
         self.transport.write(reply)
+        # the event line is no part of the answer: written while Postfix reads the reply
+        self.service.log_answered()
         if self.paused and len(self.pending) < MAX_PENDING // 2:
             self.paused = False
             self.transport.resume_reading()
 
     def _failed(self, exc: Exception) -> None:
+        self.service.log_answered()
         if isinstance(exc, BadRequest):
             log.warning("policyd: %s: %s; closing without a reply", self.peer, exc)
         else:
@@ -525,6 +544,7 @@ class PolicyDaemon:
 
         self.service.on_session = on_session
         self.service.clock = runtime.clock
+        self.service.unlogged = []  # each connection logs after it has replied
         try:
             await self._listen()
         except (OSError, ValueError) as exc:
@@ -608,6 +628,8 @@ class PolicyDaemon:
 
     async def _release(self) -> None:
         server = self._built
+        with contextlib.suppress(AttributeError):  # no service when start failed early
+            self.service.log_answered()
         for t in [*self.tasks, *(server.tasks if server is not None else [])]:
             t.cancel()
         for t in [*self.tasks, *(server.tasks if server is not None else [])]:
