@@ -506,3 +506,18 @@ def test_complete_now_reports_a_coroutine_that_suspends() -> None:
 
     with pytest.raises(RuntimeError, match="suspended"):
         complete_now(waits())
+
+
+def test_sqlite_greylist_now_without_an_event_loop_writes_at_once(tmp_path: Path) -> None:
+    """No loop to time a group commit (a script, a thread): the step is written before it
+    is answered, so nothing waits for a timer that would never fire."""
+    path = tmp_path / "state.db"
+    store = SqliteState(path)
+    asyncio.run(store.open())  # the worker and schema exist; that loop is gone now
+    try:
+        got = store.greylist_now("gl:s", T0, 60.0, 600.0, 3600.0)
+        assert got == GreylistResult(GreylistStatus.NEW, T0)
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            assert other.execute("SELECT count(*) FROM kv WHERE key = 'gl:s'").fetchone() == (1,)
+    finally:
+        asyncio.run(store.close())

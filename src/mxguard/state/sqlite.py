@@ -143,15 +143,20 @@ class SqliteState(StateStore):
             self._checkpoint_soon()
         return True, result
 
-    def _defer(self, keys: tuple[str, ...], write: Write) -> None:
-        """Queue `write` for the next group commit; its step has been answered already."""
+    def _defer(self, keys: tuple[str, ...], write: Write) -> bool:
+        """Queue `write` for the next group commit, or with no event loop to time one, write
+        it now; False when neither could be done (the lock is taken), nothing written."""
         if not self._deferred:
-            loop = asyncio.get_running_loop()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return self._try_now(write)[0]
             self._group_timer = loop.call_later(self.GROUP_WINDOW, self._write_deferred)
         self._deferred.append(write)
         self._dirty.update(keys)
         if len(self._deferred) >= self.GROUP_MAX:
             self._write_deferred()
+        return True
 
     def _write_deferred(self) -> bool:
         """Commit the deferred writes now, or hand them to the worker if the lock is taken.
@@ -435,7 +440,8 @@ class SqliteState(StateStore):
             if count is not None:
                 count(db)  # in the same transaction: the pass and its count, or neither
 
-        self._defer((key, counter) if counter else (key,), write)
+        if not self._defer((key, counter) if counter else (key,), write):
+            return NOT_NOW
         return result
 
     async def count(self, use: str, now: float) -> int:
