@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import json
 import lzma
 from pathlib import Path
 
@@ -137,3 +138,32 @@ def test_compressed_inputs_are_recognised_by_content(tmp_path: Path, opener) -> 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.log: no such file"):
         Source(str(tmp_path / "nope.log"))
+
+
+def _event(ts: int, mx: str, role: str, client: str, session: str, stage: str, **more: str) -> str:
+    fields = {"ts": ts, "mx": mx, "role": role, "client": client, "session": session}
+    fields |= {"stage": stage, "action": "tempfail", "reason": "greylisted"} | more
+    return json.dumps(fields) + "\n"
+
+
+def test_json_sessions_are_client_contacts(tmp_path: Path) -> None:
+    """serve logs decisions, not accepted connections: a session's events are one contact,
+    so a client that walks primary, backup and trap is seen at several MX."""
+    log = (
+        _event(100, "mx1", "primary", "192.0.2.5", "S1", "rcpt")
+        + _event(101, "mx1", "primary", "192.0.2.5", "S1", "rcpt")  # same session
+        + _event(110, "mx2", "backup", "192.0.2.5", "S2", "rcpt")
+        + _event(115, "trap", "trap", "192.0.2.5", "S3", "rcpt", action="reject", reason="trap")
+        + _event(120, "mx1", "primary", "198.51.100.1", "S4", "rcpt")
+    )
+    p = tmp_path / "events.jsonl"
+    p.write_text(log)
+    a = Analysis(Options(window=600), [FileInfo(path=str(p))])
+    run(a, [Source(str(p))], jobs=1)
+    rep = a.finish()
+    mc = rep["multi_mx_clients"]
+    assert mc["client_visits"] == 2  # type: ignore[index]
+    assert mc["seen_at_several_mx"] == 1  # type: ignore[index]
+    assert mc["first_contacted"] == {"mx1": 1}  # type: ignore[index]
+    rows = {r["server"]: r for r in rep["servers"]}  # type: ignore[attr-defined]
+    assert rows["mx1"]["stats"]["connections_mxguard"] == 2  # S1 once, S4

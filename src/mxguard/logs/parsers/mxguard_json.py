@@ -38,6 +38,26 @@ REASON_KIND: dict[str, str] = {
 }
 _REFUSALS = ("tempfail", "reject", "discard", "disconnect")
 
+#: sessions already counted as a client's contact: `serve` logs decisions (RCPT, end of
+#: message, refusals), not accepted connections, so a session's first event stands for its
+#: connection. Bounded; a session met again after a clear (or in another worker's byte
+#: range) counts twice, which moves a connection count by one and no client's MX set.
+_SESSIONS_SEEN: dict[str, None] = {}
+_SESSIONS_MAX = 65536
+
+
+def _first_of_session(obj: dict[str, object]) -> bool | None:
+    """Whether this event opens its session here; None for an event without a session."""
+    session = obj.get("session")
+    if not isinstance(session, str) or not session:
+        return None
+    if session in _SESSIONS_SEEN:
+        return False
+    if len(_SESSIONS_SEEN) >= _SESSIONS_MAX:
+        _SESSIONS_SEEN.clear()
+    _SESSIONS_SEEN[session] = None
+    return True
+
 
 def parse(line: bytes) -> tuple[float | None, str | None, object]:
     """One JSON line -> (ts, mx host, event or list of events)."""
@@ -60,11 +80,14 @@ def parse(line: bytes) -> tuple[float | None, str | None, object]:
     action = obj.get("action")
     reason = obj.get("reason") or ""
     role_ev = (OP_ROLE, str(role), obj.get("preference")) if role else None
+    first = _first_of_session(obj) if stage != "forward" and client is not None else None
+    conn_ev = (OP_CONN, client, "mxguard") if first else None
     ev: object
     if stage == "forward":
         ev = (OP_FORWARDED, obj.get("queue_id"), obj.get("msgid"), 1)
     elif stage == "connect" and action == "accept":
-        ev = (OP_CONN, client, "mxguard")
+        # with a session, its first event (maybe this one) has counted the connection
+        ev = (OP_CONN, client, "mxguard") if first is None else None
     elif action == "accept":
         if stage == "eom" and reason in ("delivered", "queued", "ok"):
             ev = (
@@ -91,7 +114,7 @@ def parse(line: bytes) -> tuple[float | None, str | None, object]:
         )
     else:
         ev = (OP_STAT, "json_unknown_action", 1)
-    return ts, host, [role_ev, ev]
+    return ts, host, [role_ev, conn_ev, ev]
 
 
 def _low(v: object) -> str | None:
