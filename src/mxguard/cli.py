@@ -7,6 +7,7 @@ audit finding), 2 bad usage or bad config (one line naming file, key and problem
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from mxguard import __version__
 from mxguard.cliutil import config_option, err, fail, run_daemon
@@ -60,7 +61,7 @@ def check_config(config_path: str | None, quiet: bool) -> None:
     from mxguard.checkconfig import warnings_for
 
     for w in warnings_for(cfg):
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if not quiet:
         click.echo(f"# {cfg.source}: OK\n" + effective_toml(cfg), nl=False)
 

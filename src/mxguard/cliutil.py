@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from mxguard.config import Config
@@ -37,7 +38,8 @@ def config_option(f: Any) -> Any:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit: 2 for usage/config errors, 1 for findings."""
-    err.print(f"[bold red]mxguard:[/] {message}", markup=True, soft_wrap=True)
+    # the message quotes config values and file names: "[" in them is text, never markup
+    err.print(f"[bold red]mxguard:[/] {escape(message)}", markup=True, soft_wrap=True)
     sys.exit(code)
 
 

@@ -235,6 +235,19 @@ def report(
         click.echo("interrupted", err=True)
         sys.exit(130)
     _emit(result, fmt, output, show_unparsed)
+    unread = [
+        f
+        for f in result["files"]  # type: ignore[attr-defined]
+        if f["lines"] and f["lines"] == f["corrupt"] + f["not_understood"]
+    ]
+    for f in unread:
+        click.echo(
+            f"warning: {f['path']}: none of its {f['lines']} lines looked like a mail log "
+            "(Postfix, Exim, Sendmail, mxguard's event log)",
+            err=True,
+        )
+    if unread:
+        sys.exit(1)
 
 
 def _run(

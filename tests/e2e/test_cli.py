@@ -113,6 +113,15 @@ BAD = [
         "mx[0].listen: bad port",
     ),
     ("not toml = = =", "not valid TOML"),
+    # a value that looks like terminal markup is quoted as written, never interpreted
+    *(
+        (
+            f"[[domain]]\nname = 'x.test'\nrecipients=['{value}']\n[[mx]]\nhost='m'\n"
+            "preference=10\nrole='primary'\nlisten='127.0.0.1:2600'\n",
+            f"'{value}' is not an address",
+        )
+        for value in ("[/b]", "[red]x")
+    ),
 ]
 
 

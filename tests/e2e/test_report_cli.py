@@ -62,6 +62,9 @@ def test_table_with_roles_from_labels(logs: tuple[Path, Path]) -> None:
     assert "excess on the backup" in out
     assert "too small to mean anything" in out
     assert "1 not understood" in out
+    # counts read as prose, never as a Python dict
+    assert "messages at several MX (window 3600s): by Message-ID 0 of 1; by sender" in out
+    assert "{" not in out
 
 
 def test_json_and_csv_from_plain_list_and_config(logs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -129,11 +132,26 @@ def test_bad_option_is_a_usage_error() -> None:
 
 
 def test_binary_garbage_does_not_crash(tmp_path: Path) -> None:
+    """Counted and skipped; with nothing recognised, the report still comes out, and a
+    warning and exit status 1 say the input was likely the wrong file."""
     junk = tmp_path / "junk.log"
     junk.write_bytes(os.urandom(200_000).replace(b"\x00", b"\n"))
     res = mxguard(str(junk), "--format", "json")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr
     assert json.loads(res.stdout)["files"][0]["corrupt"] > 0
+    assert f"warning: {junk}: none of its" in res.stderr.decode()
+    assert "Traceback" not in res.stderr.decode()
+
+
+def test_a_file_that_is_no_mail_log_exits_1(tmp_path: Path, logs: tuple[Path, Path]) -> None:
+    other = tmp_path / "passwd"
+    other.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/usr/sbin/nologin\n")
+    res = mxguard(str(other))
+    assert res.returncode == 1
+    assert f"warning: {other}: none of its 2 lines looked like a mail log" in res.stderr.decode()
+    res = mxguard(str(logs[0]), str(other))  # one good file does not hide the other
+    assert res.returncode == 1
+    assert mxguard(str(logs[0])).returncode == 0
 
 
 @pytest.mark.skipif(

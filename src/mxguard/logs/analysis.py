@@ -108,6 +108,7 @@ class FileInfo:
     default_name: str = "unknown"
     lines: int = 0
     corrupt: int = 0
+    unparsed: int = 0  # in a known format, from a program, but not understood
     formats: Counter[str] = field(default_factory=Counter)
 
 
@@ -209,6 +210,7 @@ class Analysis:
         f = self.files[file_idx]
         f.lines += b.lines
         f.corrupt += b.corrupt
+        f.unparsed += sum(b.unparsed.values())
         f.formats.update(b.formats)
         self.unparsed.update(b.unparsed)
         for prog, lines in b.samples.items():

@@ -119,6 +119,7 @@ def build_report(a: Analysis) -> dict[str, object]:
                 "server": f.label,
                 "lines": f.lines,
                 "corrupt": f.corrupt,
+                "not_understood": f.unparsed,
                 "formats": dict(f.formats),
             }
             for f in a.files

@@ -310,7 +310,7 @@ def _sharing_findings(view: DnsView, roles: Sequence[Any]) -> list[Finding]:
                         f"address of the {real[1].role.value} {real[0].host} "
                         f"({', '.join(shared)}): bots that go for the highest MX reach the "
                         "real server, and nothing can tell them from real senders",
-                        fix="give every trap an address of its own (seed 002)",
+                        fix="give every trap an address of its own (docs/sources.md, seed 002)",
                         evidence=ev,
                     )
                 )
@@ -323,7 +323,7 @@ def _sharing_findings(view: DnsView, roles: Sequence[Any]) -> list[Finding]:
                         f"{t.host} ({r.name()}) has the same address as {o.host} "
                         f"({ro.name()}): {', '.join(shared)}. It adds no redundancy, and if "
                         "that address is the real server behind a filtering primary, spam "
-                        "walks around the filter (seed 001)",
+                        "walks around the filter (docs/sources.md, seed 001)",
                         fix="run the secondary on its own machine, or remove its record",
                         evidence=ev,
                     )
@@ -669,7 +669,7 @@ def _drift(p: ProbeResult, r: RoleOf, ref: ProbeResult) -> list[Finding]:
                 f"{host} ({label}) tempfails postmaster@ where the primary accepts it: "
                 "greylisting (or a similar tempfail) on this host only"
                 + (
-                    ". On a backup that is a known layout (seed 000): spam aimed at the backup "
+                    ". On a backup that is a known layout (docs/sources.md, seed 000): spam aimed at the backup "
                     "waits, real mail reaches the primary"
                     if backup
                     else ": one address of the primary answers unlike the others"
@@ -760,7 +760,7 @@ def _also_findings(
                             t.host,
                             f"the MX {t.host} ({r.name()}, preference {t.preference}) is {host} "
                             f"({a}), the server behind the filter: spam sent to that MX skips the "
-                            "filtering primary (seed 001)",
+                            "filtering primary (docs/sources.md, seed 001)",
                             fix=f"remove the MX record for {t.host}, or point it at a host that "
                             "filters like the primary",
                             evidence=(f"{t.host} -> {a}", f"--also {host} -> {a}"),
@@ -778,7 +778,7 @@ def _also_findings(
                     p.target.host,
                     f"{p.target.label} is not an MX of {view.domain} but accepts its mail: bots "
                     "that remember the host's name or address deliver around the MX hosts and "
-                    "their filters (seed 001)",
+                    "their filters (docs/sources.md, seed 001)",
                     fix="accept port 25 on that host only from your MX hosts (firewall), or refuse "
                     "the domain's recipients there",
                     evidence=_dialogue(p),

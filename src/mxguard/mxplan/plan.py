@@ -242,7 +242,7 @@ def _layout_findings(cfg: Config, records: list[HostRecord]) -> list[Finding]:
                         f"the trap {r.host} has the address of the {other.role} {other.host} "
                         f"({', '.join(shared)}): a client sent to the trap reaches the real "
                         "server, and the trap can never tell the two apart",
-                        fix="give every trap an address of its own (seed 002)",
+                        fix="give every trap an address of its own (docs/sources.md, seed 002)",
                         evidence=(
                             f"{r.host}: {', '.join(r.addresses)}",
                             f"{other.host}: {', '.join(other.addresses)}",
@@ -306,7 +306,7 @@ def _layout_findings(cfg: Config, records: list[HostRecord]) -> list[Finding]:
                     if m.accept_risk
                     else (
                         "move the fake behind the real hosts, or set accept_risk = true on "
-                        "its [[mx]] to say the trade-off is wanted (seed 003)"
+                        "its [[mx]] to say the trade-off is wanted (docs/sources.md, seed 003)"
                     ),
                 )
             )
@@ -389,7 +389,7 @@ def _policy_findings(cfg: Config) -> list[Finding]:
                 "greylist-backup-only",
                 Severity.INFO,
                 ", ".join(b.host for b in backups),
-                "greylisting on the backup only (seed 000): spam aimed at the backup waits, "
+                "greylisting on the backup only (docs/sources.md, seed 000): spam aimed at the backup waits, "
                 "and legitimate mail, which reaches the primary, is never delayed",
                 fix="",
             )

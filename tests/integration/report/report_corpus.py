@@ -22,12 +22,14 @@ needs_corpus = pytest.mark.skipif(
 )
 
 
-def run_json(*args: str) -> dict:  # type: ignore[type-arg]
+def run_json(*args: str, exit_codes: tuple[int, ...] = (0,)) -> dict:  # type: ignore[type-arg]
     res = CliRunner().invoke(
         report, [*args, "--format", "json", "--jobs", "1"], catch_exceptions=False
     )
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
+    assert res.exit_code in exit_codes, res.output
+    rep: dict = json.loads(res.stdout)  # type: ignore[type-arg]
+    rep["exit_code"] = res.exit_code
+    return rep
 
 
 def by_server(rep: dict) -> dict:  # type: ignore[type-arg]

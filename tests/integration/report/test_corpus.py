@@ -18,11 +18,14 @@ ALL_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_every_file_parses_without_crash_and_accounts_for_each_line(path: Path) -> None:
-    rep = run_json(str(path))
+    rep = run_json(str(path), exit_codes=(0, 1))
     (f,) = rep["files"]
     assert f["lines"] > 0
     understood_or_not = f["corrupt"] + sum(rep["unparsed"].values())
+    assert f["not_understood"] == sum(rep["unparsed"].values())
     assert 0 <= understood_or_not <= f["lines"]
+    # exit 1 exactly when no line was understood (a metrics file, another tool's JSON)
+    assert rep["exit_code"] == (1 if understood_or_not == f["lines"] else 0)
 
 
 def test_fail2ban_postfix_counts_per_host() -> None:

@@ -15,6 +15,26 @@ def fmt_share(v: object) -> str:
     return "n/a" if v is None else f"{float(v) * 100:.1f}%"  # type: ignore[arg-type]
 
 
+#: how the message keys of "messages at several MX" read in a sentence
+KEY_LABELS = {"sender_recipient": "by sender and recipient", "message_id": "by Message-ID"}
+
+
+def fmt_counts(counts: object, labels: dict[str, str] | None = None) -> str:
+    """{"delivered": 25} as "delivered 25": counts in a line of prose, not a Python repr."""
+    if not isinstance(counts, dict) or not counts:
+        return "-"
+    names = labels or {}
+    return ", ".join(f"{names.get(k, str(k).replace('_', ' '))} {v}" for k, v in counts.items())
+
+
+def fmt_several(seen: object, keys: object) -> str:
+    """Messages at several MX per key kind: "by Message-ID 3 of 158; ..." ("none" if no keys)."""
+    if not isinstance(keys, dict) or not keys:
+        return "no messages to match"
+    hits = seen if isinstance(seen, dict) else {}
+    return "; ".join(f"{KEY_LABELS.get(k, k)} {hits.get(k, 0)} of {n}" for k, n in keys.items())
+
+
 def server_row(r: dict[str, object]) -> list[str]:
     counts: dict[str, int] = r["counts"]  # type: ignore[assignment]
     ratios: dict[str, object] = r["ratios"]  # type: ignore[assignment]

@@ -6,7 +6,14 @@ from __future__ import annotations
 from html import escape
 
 from mxguard.logs.model import KINDS, RATIO_KINDS, REJECT_KINDS
-from mxguard.logs.render.common import excess_lines, fmt_share, header, server_row
+from mxguard.logs.render.common import (
+    excess_lines,
+    fmt_counts,
+    fmt_several,
+    fmt_share,
+    header,
+    server_row,
+)
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 CSS = """
@@ -57,11 +64,12 @@ def render(report: dict[str, object]) -> str:
     out.append("<h2>Across MX hosts</h2><ul>")
     out.append(
         f"<li>clients at several MX: {mc['seen_at_several_mx']} of {mc['client_visits']} visits "
-        f"({escape(fmt_share(mc['share']))}); first contacted: {escape(str(mc['first_contacted']))}</li>"
+        f"({escape(fmt_share(mc['share']))}); "
+        f"first contacted: {escape(fmt_counts(mc['first_contacted']))}</li>"
     )
     out.append(
-        f"<li>messages at several MX: {escape(str(mm['seen_at_several_mx']))} "
-        f"of {escape(str(mm['keys']))}</li></ul>"
+        "<li>messages at several MX: "
+        f"{escape(fmt_several(mm['seen_at_several_mx'], mm['keys']))}</li></ul>"
     )
     unparsed: dict[str, int] = report["unparsed"]  # type: ignore[assignment]
     out.append(

@@ -6,7 +6,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mxguard.logs.model import KINDS
-from mxguard.logs.render.common import excess_lines, fmt_share, header, server_row
+from mxguard.logs.render.common import (
+    excess_lines,
+    fmt_counts,
+    fmt_several,
+    fmt_share,
+    header,
+    server_row,
+)
 
 
 def render(report: dict[str, object], console: Console, show_unparsed: bool = False) -> None:
@@ -22,7 +29,7 @@ def render(report: dict[str, object], console: Console, show_unparsed: bool = Fa
     for r in report["servers"]:  # type: ignore[attr-defined]
         extra = []
         if r["excluded_local"]:
-            extra.append(f"local traffic excluded {r['excluded_local']}")
+            extra.append(f"local traffic excluded ({fmt_counts(r['excluded_local'])})")
         if r["relayed_from_other_mx"]:
             extra.append(f"relayed from another MX (counted there) {r['relayed_from_other_mx']}")
         st = r["stats"]
@@ -32,14 +39,17 @@ def render(report: dict[str, object], console: Console, show_unparsed: bool = Fa
         if extra:
             console.print(f"[bold]{r['server']}[/]: " + "; ".join(extra))
     console.print()
-    console.print("[bold]excess on the backup (seed 000's estimate)[/]")
+    console.print(
+        "[bold]excess on the backup (the primary's ratios applied to the backup; docs/report.md)[/]"
+    )
     for line in excess_lines(report):
         console.print("  " + line, highlight=False)
     mc: dict[str, object] = report["multi_mx_clients"]  # type: ignore[assignment]
     console.print()
     console.print(
         f"[bold]clients at several MX[/]: {mc['seen_at_several_mx']} of {mc['client_visits']} "
-        f"client visits ({fmt_share(mc['share'])}); first contacted: {mc['first_contacted'] or '-'}"
+        f"client visits ({fmt_share(mc['share'])}); "
+        f"first contacted: {fmt_counts(mc['first_contacted'])}"
     )
     for t in mc["top"][:5]:  # type: ignore[index]
         console.print(
@@ -48,7 +58,7 @@ def render(report: dict[str, object], console: Console, show_unparsed: bool = Fa
     mm: dict[str, object] = report["multi_mx_messages"]  # type: ignore[assignment]
     console.print(
         f"[bold]messages at several MX[/] (window {report['window_seconds']:.0f}s): "
-        f"{mm['seen_at_several_mx'] or 0} of {mm['keys'] or 0}"
+        + fmt_several(mm["seen_at_several_mx"], mm["keys"])
     )
     unparsed: dict[str, int] = report["unparsed"]  # type: ignore[assignment]
     corrupt = sum(f["corrupt"] for f in report["files"])  # type: ignore[attr-defined]
