@@ -164,7 +164,10 @@ def source_for(config_path: str | None, url: str | None, socket_path: str | None
         host, _, port = m.listen.rpartition(":")
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
         return Source(url=f"http://{host}:{port}")
-    fail(f"{config_path or 'the built-in config'}: [metrics] has no listen or control_socket")
+    fail(
+        f"{config_path or 'the built-in config'}: [metrics] has no listen or control_socket; "
+        'set [metrics] listen = "127.0.0.1:9325" for the daemon, or give --url or --socket'
+    )
 
 
 def _render(source: Source) -> RenderableType:
@@ -227,9 +230,10 @@ def top(
     \b
     Keys: q quits.
     Reads the daemon's metrics endpoint or control socket, never its files.
+    When stdout is not a terminal, prints one frame as --once does.
     """
     source = source_for(config_path, url, socket_path)
-    if once:
+    if once or not sys.stdout.isatty():  # a live screen in a pipe or file helps nobody
         try:
             snap = read(source)
         except Unreachable as exc:

@@ -126,8 +126,15 @@ def test_top_once_prints_one_frame(tmp_path: Path) -> None:
             assert row(out.stdout, "trap.example.test")[5:] == ["0", str(LOAD["trap"]), "0"]
             assert "backup queues" in out.stdout
         assert time.monotonic() - started < 15
-    gone = subprocess.run(
-        [MXGUARD, "top", "--once", "--url", ports.metrics_url], capture_output=True, text=True
-    )
-    assert gone.returncode == 1
-    assert "cannot read" in gone.stderr
+    for once in (["--once"], []):  # into a pipe, even without --once: one frame or one error
+        gone = subprocess.run(
+            [MXGUARD, "top", *once, "--url", ports.metrics_url],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert gone.returncode == 1
+        assert "cannot read" in gone.stderr
+    bare = subprocess.run([MXGUARD, "top"], capture_output=True, text=True, timeout=20)
+    assert bare.returncode == 2
+    assert "[metrics] has no listen or control_socket; set [metrics] listen" in bare.stderr
