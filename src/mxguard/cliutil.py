@@ -36,6 +36,12 @@ def config_option(f: Any) -> Any:
     )(f)
 
 
+def table_console() -> Console:
+    """stdout for tables: the terminal's width, or in a pipe or file wide enough for every
+    column (rich would wrap at 80 columns there, and scripts read the lines)."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit: 2 for usage/config errors, 1 for findings."""
     # the message quotes config values and file names: "[" in them is text, never markup

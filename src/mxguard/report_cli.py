@@ -117,6 +117,7 @@ def _default_name(path: str) -> str:
 @click.argument("inputs", nargs=-1, metavar="[ROLE[:NAME]=]FILE...")
 @click.option(
     "--config",
+    "-c",
     "config_path",
     type=click.Path(dir_okay=False),
     help="mxguard config; [[mx]] host/role/preference give roles.",

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from mxguard.cliutil import config_option, fail
+from mxguard.cliutil import config_option, fail, table_console
 from mxguard.config import ConfigError, load_config, parse_hostport
 from mxguard.mxplan.findings import Severity, fails
 from mxguard.policy.facts import Role
@@ -226,7 +226,8 @@ def audit(
     if fmt == "json":
         click.echo(render_json(report), nl=False)
     else:
-        out = Console(highlight=False, soft_wrap=True)
+        out = table_console()
+        out.soft_wrap = True  # long finding lines stay whole; tables still fit the width
         for part in render_text(report):
             out.print(part)
     sys.exit(1 if fails(report.findings, Severity.parse(fail_on)) else 0)

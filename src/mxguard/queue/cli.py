@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from mxguard.cliutil import config_option, fail
+from mxguard.cliutil import config_option, fail, table_console
 from mxguard.config import ConfigError, load_config
 from mxguard.policy.facts import Role
 from mxguard.queue.spool import QueuedMessage, SpoolIndex
 
-out = Console(highlight=False)
+out = table_console()
 PRIORITY_NAMES = {0: "allowed", 1: "passed", 2: "none"}
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mxguard.cliutil import config_option, fail
+from mxguard.cliutil import config_option, fail, table_console
 from mxguard.config import Config, ConfigError, load_config, parse_duration
 from mxguard.policy.facts import IPAddress, Role
 from mxguard.policy.networks import NetworkSet
@@ -32,7 +31,7 @@ from mxguard.walk.blocklist import MAX_TTL, BlockEntry, Blocklist, network_of
 from mxguard.walk.health import Health
 from mxguard.walk.sightings import Sightings
 
-out = Console(highlight=False)
+out = table_console()
 T = TypeVar("T")
 #: how much of the event log `explain` reads back, from its end
 EVENT_TAIL_BYTES = 8 * 1024 * 1024
