@@ -528,7 +528,10 @@ def _validate(cfg: Config, file: str) -> None:
     state_schemes = ("sqlite", "redis", "rediss", "unix", "redis+sentinel", "memory")
     if cfg.state.url.split(":", 1)[0] not in state_schemes:
         raise ConfigError(
-            file, "state.url", "use sqlite:///PATH, redis://HOST:PORT/DB or memory://"
+            file,
+            "state.url",
+            "use sqlite:///PATH, redis://HOST:PORT/DB (also rediss://, unix://, "
+            "redis+sentinel://) or memory://",
         )
     if cfg.limits.max_recipients < 1:
         raise ConfigError(file, "limits.max_recipients", "must be at least 1")

@@ -36,7 +36,10 @@ def _read_file(path: Path, domain: str, config_file: str, key: str) -> list[str]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(config_file, key, f"cannot read {path}: {exc}") from None
+        # a relative path is read from the current directory, not the config's: say so
+        where = f"{path} ({path.absolute()})" if not path.is_absolute() else str(path)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(config_file, key, f"cannot read {where}: {why}") from None
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
