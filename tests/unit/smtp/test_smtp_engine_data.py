@@ -72,7 +72,7 @@ def test_smuggling_reject_mode(payload: bytes, reason: str, chunked: bool) -> No
     assert messages(events) == [MessageRejected(reason)]
     assert not any(isinstance(e, MailFrom) and e.address.startswith("evil") for e in events)
     assert [type(e) for e in events[-3:]] == [MessageRejected, ProtocolError, Noop]
-    assert final_lines(out)[-2:] == [f"550 5.5.2 bare <{reason[-2:].upper()}> received",
+    assert final_lines(out)[-2:] == [f"550 5.5.2 Bare <{reason[-2:].upper()}> received",
                                      "250 2.0.0 OK"]  # fmt: skip
 
 
