@@ -566,6 +566,13 @@ def load_config_text(text: str, source: str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    if "scenario" in data or "senders" in data:
+        raise ConfigError(
+            source,
+            "scenario",
+            "this is a simulate scenario, not an mxguard config: give it as "
+            "`mxguard simulate SCENARIO.toml` (with the config, if any, after --config)",
+        )
     cfg: Config = _load_section(Config, data, source, "")
     cfg = dataclasses.replace(cfg, source=source)
     _validate(cfg, source)

@@ -113,6 +113,7 @@ BAD = [
         "mx[0].listen: bad port",
     ),
     ("not toml = = =", "not valid TOML"),
+    ("[scenario]\nseed = 3\n", "scenario: this is a simulate scenario, not an mxguard config"),
     # a value that looks like terminal markup is quoted as written, never interpreted
     *(
         (
