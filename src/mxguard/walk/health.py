@@ -24,9 +24,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
+from mxguard.walk.ledger import ledger_of
 
 LIVE_PREFIX = "live:"
 SICK_PREFIX = "sick:"
@@ -82,27 +85,46 @@ def judge_health(
     a host nobody heartbeats, so that a crashed listener is not kept alive by the sessions
     it answered just before it died.
     """
-    sick_reason = sick_at = None
+    mark = None
     if sick is not None:
         reason, _, at_s = sick.rpartition("|")
         try:
             at = float(at_s)
         except ValueError:
             at = now
-        if at >= now - window:
-            sick_reason, sick_at = reason or "sick", at
+        mark = (reason, at)
     beats = _split_floats(live)
-    up_since, last = beats if beats is not None else (None, None)
+    seen = None
     if beats is None and answered is not None:
         try:
             seen = float(answered)
         except ValueError:
             seen = -1e18
-        if now - seen <= window:
-            if sick_reason is not None and sick_at is not None:
-                why = f"{sick_reason} {_ago(now - sick_at)} ago"
-                return MxHealth(host, False, why, None, None, sick_reason, sick_at)
-            return MxHealth(host, True, f"answered a client {_ago(now - seen)} ago")
+    return judge_marks(host, beats, mark, now, window, stale_after, seen)
+
+
+def judge_marks(
+    host: str,
+    beats: tuple[float, float] | None,
+    mark: tuple[str, float] | None,
+    now: float,
+    window: float,
+    stale_after: float,
+    answered: float | None = None,
+) -> MxHealth:
+    """`judge_health` from the values parsed: (up since, last beat), (sick reason, at) and
+    the time of the latest answer; the memory state's ledger keeps them so."""
+    sick_reason = sick_at = None
+    if mark is not None:
+        reason, at = mark
+        if at >= now - window:
+            sick_reason, sick_at = reason or "sick", at
+    up_since, last = beats if beats is not None else (None, None)
+    if beats is None and answered is not None and now - answered <= window:
+        if sick_reason is not None and sick_at is not None:
+            why = f"{sick_reason} {_ago(now - sick_at)} ago"
+            return MxHealth(host, False, why, None, None, sick_reason, sick_at)
+        return MxHealth(host, True, f"answered a client {_ago(now - answered)} ago")
     if last is None or up_since is None or now - last > stale_after:
         why = "no heartbeat" if last is None else f"last heartbeat {_ago(now - last)} ago"
         return MxHealth(host, False, why, up_since, last, sick_reason, sick_at)
@@ -116,14 +138,26 @@ def judge_health(
 
 
 class Health:
-    """Heartbeats, sick marks and the question "was every lower MX up and answering?"."""
+    """Heartbeats, sick marks and the question "was every lower MX up and answering?".
 
-    def __init__(self, state: StateStore, window: float, interval: float | None = None) -> None:
+    Over the plain memory state the marks are kept parsed in its ledger (`walk/ledger.py`);
+    `objects=False` keeps text there too (tests).
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        window: float,
+        interval: float | None = None,
+        *,
+        objects: bool = True,
+    ) -> None:
         self.state = state
         self.window = window
         self.interval = interval if interval is not None else beat_interval(window)
         # two missed beats: the host is gone
         self.stale_after = 3 * self.interval
+        self.ledger = ledger_of(state, objects)
 
     async def beat(self, host: str, now: float) -> None:
         """Say `host` is up now; keeps "up since" while the beats are unbroken.
@@ -131,6 +165,9 @@ class Health:
         Only the process that runs the listener beats for it, so the read-then-write
         cannot race with another writer.
         """
+        if self.ledger is not None:
+            self.beat_now(host, now)
+            return
         old = _split_floats(await self.state.get(LIVE_PREFIX + host, now))
         up_since = now
         if old is not None and 0 <= now - old[1] <= self.stale_after:
@@ -138,24 +175,79 @@ class Health:
         # the entry outlives a missed beat or two, then its absence says "down"
         await self.state.put(LIVE_PREFIX + host, f"{up_since!r}|{now!r}", self.stale_after, now)
 
+    def beat_now(self, host: str, now: float) -> NotNow | None:
+        """`beat` without a coroutine, when the marks are in the ledger; else NOT_NOW.
+
+        The simulator beats every host every few virtual seconds of a whole day.
+        """
+        ledger = self.ledger
+        if ledger is None:
+            return NOT_NOW
+        live = ledger.live
+        up_since = now
+        old = live.get(host)
+        if old is not None and old[2] > now and 0 <= now - old[1] <= self.stale_after:
+            up_since = old[0]
+        # as the stored text "up_since|now" parses back: floats
+        live[host] = (float(up_since), float(now), now + self.stale_after)
+        return None
+
     async def mark(self, host: str, reason: str, now: float) -> None:
         """`host` turned clients away for its own reasons (capacity, stopped, ...)."""
+        if self.ledger is not None:
+            self.ledger.sick[host] = (reason, float(now), now + self.window)
+            return
         await self.state.put(SICK_PREFIX + host, f"{reason}|{now!r}", self.window, now)
 
     async def stopped(self, host: str, now: float) -> None:
         """A clean stop: down at once, rather than when the beats go stale."""
         await self.mark(host, "stopped", now)
+        if self.ledger is not None:
+            self.ledger.live.pop(host, None)
+            return
         await self.state.delete(LIVE_PREFIX + host)
 
     async def answered(self, host: str, now: float) -> None:
         """A front end without heartbeats (policyd) saw `host` answer a client now."""
+        if self.ledger is not None:
+            self.ledger.answered[host] = (float(now), now + self.window)
+            return
         await self.state.put(ANSWERED_PREFIX + host, repr(now), self.window, now)
 
     async def status(self, host: str, now: float) -> MxHealth:
-        live = await self.state.get(LIVE_PREFIX + host, now)
-        sick = await self.state.get(SICK_PREFIX + host, now)
-        answered = None if live is not None else await self.state.get(ANSWERED_PREFIX + host, now)
-        return judge_health(host, live, sick, now, self.window, self.stale_after, answered)
+        ledger = self.ledger
+        if ledger is not None:
+            live = _live(ledger.live, host, now)
+            sick = _live(ledger.sick, host, now)
+            answered = None if live is not None else _live(ledger.answered, host, now)
+            return judge_marks(
+                host,
+                None if live is None else (live[0], live[1]),
+                None if sick is None else (sick[0], sick[1]),
+                now,
+                self.window,
+                self.stale_after,
+                None if answered is None else answered[0],
+            )
+        live_s = await self.state.get(LIVE_PREFIX + host, now)
+        sick_s = await self.state.get(SICK_PREFIX + host, now)
+        answered_s = (
+            None if live_s is not None else await self.state.get(ANSWERED_PREFIX + host, now)
+        )
+        return judge_health(host, live_s, sick_s, now, self.window, self.stale_after, answered_s)
 
     async def statuses(self, hosts: Iterable[str], now: float) -> dict[str, MxHealth]:
         return {h: await self.status(h, now) for h in hosts}
+
+
+V = TypeVar("V", bound=tuple[Any, ...])
+
+
+def _live(marks: dict[str, V], host: str, now: float) -> V | None:
+    """A ledger mark unless its expiry (the last item) is due; a due one is dropped, as
+    the memory state drops an expired entry when it is read."""
+    item = marks.get(host)
+    if item is not None and item[-1] <= now:
+        del marks[host]
+        return None
+    return item

@@ -23,6 +23,7 @@ from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
+from mxguard.walk.ledger import SightRecord, ledger_of, live_sighting, sighting_for_write
 
 SIGHT_PREFIX = "seen:"
 #: the field of a host's latest outcome is the host's name with this suffix
@@ -148,6 +149,14 @@ def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dic
         c = _contact(name, value)
         if c is not None and c.last >= oldest:
             contacts[name] = c
+    return merge_outcomes(contacts, outcomes, oldest)
+
+
+def merge_outcomes(
+    contacts: dict[str, Contact], outcomes: Mapping[str, Outcome], oldest: float
+) -> dict[str, Contact]:
+    """Give each contact (already inside the window) its host's latest outcome; an outcome
+    without a contact record inside the window is a contact of its own."""
     for host, o in outcomes.items():
         c = contacts.get(host)
         if c is not None:
@@ -161,13 +170,73 @@ def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dic
     return contacts
 
 
-class Sightings:
-    """Reads and writes the ``seen:`` hashes; the network prefix is `[walk]`'s."""
+def record_contacts(rec: SightRecord, now: float, window: float) -> dict[str, Contact]:
+    """`decode_contacts` for a ledger record (its fields are already what decoding gives)."""
+    oldest = now - window
+    contacts = {h: c for h, c in rec.contacts.items() if c.last >= oldest}
+    return merge_outcomes(contacts, rec.outcomes, oldest) if rec.outcomes else contacts
 
-    def __init__(self, state: StateStore, window: float, ipv4_prefix: int, ipv6_prefix: int):
+
+def record_contact(rec: SightRecord, host: str, now: float, window: float) -> Contact | None:
+    """`record_contacts(rec, now, window).get(host)`, looking at that host's fields only."""
+    oldest = now - window
+    c = rec.contacts.get(host)
+    o = rec.outcomes.get(host)
+    if c is not None and c.last >= oldest:
+        if o is None:
+            return c
+        return Contact(c.host, c.role, c.preference, c.first, c.last, c.count, c.walk, o)
+    if o is not None and o.at >= oldest:
+        return Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
+    return None
+
+
+def _exact_outcome(o: Outcome) -> bool:
+    """Whether decoding `o`'s stored text gives `o` back (equal, same field types)."""
+    return (
+        type(o.at) is float
+        and type(o.code) is int
+        and type(o.stage) is str
+        and type(o.action) is str
+        and type(o.reason) is str
+        and "|" not in o.stage
+        and "|" not in o.action
+    )
+
+
+def _exact_contact(c: Contact) -> bool:
+    """Whether decoding `c`'s stored text gives `c` back (times as floats, and so on)."""
+    return (
+        type(c.first) is float
+        and type(c.last) is float
+        and type(c.role) is str
+        and "|" not in c.role
+        and (c.preference is None or type(c.preference) is int)
+        and type(c.count) is int
+        and c.outcome is None
+    )
+
+
+class Sightings:
+    """Reads and writes the ``seen:`` hashes; the network prefix is `[walk]`'s.
+
+    Over the plain memory state the hashes are kept as objects in its ledger
+    (`walk/ledger.py`) rather than as text; `objects=False` keeps text there too (tests).
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        window: float,
+        ipv4_prefix: int,
+        ipv6_prefix: int,
+        *,
+        objects: bool = True,
+    ) -> None:
         self.state = state
         self.window = window
         self.v4, self.v6 = ipv4_prefix, ipv6_prefix
+        self.ledger = ledger_of(state, objects)
         #: client -> its hash's key: every contact reads and writes it several times
         self._keys: Memo[IPAddress, str] = Memo(1 << 14)
 
@@ -181,11 +250,17 @@ class Sightings:
         return key
 
     async def contacts(self, ip: IPAddress, now: float) -> dict[str, Contact]:
+        if self.ledger is not None:
+            rec = live_sighting(self.ledger.seen, self.key(ip), now)
+            return {} if rec is None else record_contacts(rec, now, self.window)
         fields = await self.state.hash_get(self.key(ip), now)
         return decode_contacts(fields, now, self.window)
 
     async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
         """`contacts(ip, now).get(host)`, decoding only that host's two fields."""
+        if self.ledger is not None:
+            rec = live_sighting(self.ledger.seen, self.key(ip), now)
+            return None if rec is None else record_contact(rec, host, now, self.window)
         fields = await self.state.hash_get(self.key(ip), now)
         own: dict[str, str] = {}
         for name in (host, host + OUTCOME_SUFFIX):
@@ -210,6 +285,14 @@ class Sightings:
             )
         else:
             contact = Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
+        if self.ledger is not None:
+            kept = contact if _exact_contact(contact) else Contact.decode(mx.host, contact.encode())
+            rec = sighting_for_write(self.ledger, self.key(ip), now, self.window)
+            if kept is None:  # what the stored path would store and never read back
+                rec.contacts.pop(mx.host, None)
+            else:
+                rec.contacts[mx.host] = kept
+            return contact
         value = contact.encode()
         if type(contact.first) is float and type(contact.last) is float:
             # the next read of this client's hash decodes this very value, to an equal
@@ -219,6 +302,9 @@ class Sightings:
         return contact
 
     async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
+        if self.ledger is not None:
+            self._keep_outcome(ip, host, outcome, now)
+            return
         await self.state.hash_put(
             self.key(ip),
             host + OUTCOME_SUFFIX,
@@ -231,6 +317,9 @@ class Sightings:
         self, ip: IPAddress, host: str, outcome: Outcome, now: float
     ) -> NotNow | None:
         """`note_outcome` without a task, when the state can write at once; else NOT_NOW."""
+        if self.ledger is not None:
+            self._keep_outcome(ip, host, outcome, now)
+            return None
         done = self.state.hash_put_now(
             self.key(ip),
             host + OUTCOME_SUFFIX,
@@ -239,6 +328,15 @@ class Sightings:
             now,
         )
         return NOT_NOW if done is NOT_NOW else None
+
+    def _keep_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
+        assert self.ledger is not None
+        kept = outcome if _exact_outcome(outcome) else Outcome.decode(outcome.encode())
+        rec = sighting_for_write(self.ledger, self.key(ip), now, self.window)
+        if kept is None:
+            rec.outcomes.pop(host, None)
+        else:
+            rec.outcomes[host] = kept
 
     @staticmethod
     def _encode_outcome(outcome: Outcome) -> str:
