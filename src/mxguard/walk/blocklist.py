@@ -22,7 +22,7 @@ from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
-from mxguard.walk.ledger import ledger_of
+from mxguard.walk.ledger import Ledger, ledger_of
 
 BLOCK_PREFIX = "block:"
 INDEX_KEY = "blockidx:all"
@@ -139,9 +139,14 @@ class Blocklist:
         self.state = state
         self.v4, self.v6 = ipv4_prefix, ipv6_prefix
         self.ledger = ledger_of(state, objects)
+        #: client -> its network: a bot at the trap is blocklisted again at every contact
+        self._networks: Memo[IPAddress, str] = Memo(1 << 14)
 
     def network(self, ip: IPAddress) -> str:
-        return client_network(ip, self.v4, self.v6)
+        network = self._networks.get(ip)
+        if network is None:
+            network = self._networks.remember(ip, client_network(ip, self.v4, self.v6))
+        return network
 
     async def get(self, ip: IPAddress, now: float) -> BlockEntry | None:
         return await self.lookup(self.network(ip), now)
@@ -180,30 +185,43 @@ class Blocklist:
         A bot that keeps hitting the trap renews its entry, but never shortens a longer one
         an operator set by hand.
         """
-        ttl = min(entry.until - now, MAX_TTL)
-        if ttl <= 0:
-            raise ValueError("the entry has already expired")
+        if self.ledger is not None:
+            return self._keep(self.ledger, entry, now, keep_longer)
+        ttl = _ttl(entry, now)
         if keep_longer:
             old = await self.lookup(entry.network, now)
             if old is not None and old.until >= entry.until:
                 return old
-        ledger = self.ledger
-        if ledger is not None:
-            # what parsing the stored text would give: the entry itself for the usual types
-            kept = entry if _exact(entry) else BlockEntry.from_json(entry.to_json())
-            assert kept is not None  # the generic encoder's text always parses back
-            ledger.blocks[entry.network] = (kept, now + ttl)
-            if ledger.index_expires <= now:
-                ledger.index.clear()
-            ledger.index[entry.network] = kept
-            ledger.index_expires = now + MAX_TTL
-            return entry
         value = entry.to_json()
         if type(entry.at) is float and type(entry.until) is float:
             # the next read of this entry parses this very value, to an equal entry
             _parsed.remember(value, entry)
         await self.state.put(BLOCK_PREFIX + entry.network, value, ttl, now)
         await self.state.hash_put(INDEX_KEY, entry.network, value, MAX_TTL, now)
+        return entry
+
+    def add_now(
+        self, entry: BlockEntry, now: float, keep_longer: bool = True
+    ) -> BlockEntry | NotNow:
+        """`add` without a coroutine, into the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._keep(self.ledger, entry, now, keep_longer)
+
+    def _keep(self, ledger: Ledger, entry: BlockEntry, now: float, keep_longer: bool) -> BlockEntry:
+        ttl = _ttl(entry, now)
+        if keep_longer:
+            old = self._kept(entry.network, now)
+            if old is not None and old.until >= entry.until:
+                return old
+        # what parsing the stored text would give: the entry itself for the usual types
+        kept = entry if _exact(entry) else BlockEntry.from_json(entry.to_json())
+        assert kept is not None  # the generic encoder's text always parses back
+        ledger.blocks[entry.network] = (kept, now + ttl)
+        if ledger.index_expires <= now:
+            ledger.index.clear()
+        ledger.index[entry.network] = kept
+        ledger.index_expires = now + MAX_TTL
         return entry
 
     async def remove(self, network: str) -> bool:
@@ -247,6 +265,13 @@ class Blocklist:
                 continue
             out.append(entry)
         return sorted(out, key=lambda e: (e.at, e.network))
+
+
+def _ttl(entry: BlockEntry, now: float) -> float:
+    ttl = min(entry.until - now, MAX_TTL)
+    if ttl <= 0:
+        raise ValueError("the entry has already expired")
+    return ttl
 
 
 def _exact(entry: BlockEntry) -> bool:

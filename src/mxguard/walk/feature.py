@@ -72,6 +72,9 @@ class WalkFeature:
         self.capacity_marked: dict[str, float] = {}
         self.answer_marked: dict[str, float] = {}
         self.runtime: Runtime | None = None
+        #: the latest decision time and its event "ts" (rounding is slower than the write)
+        self._ts_of: float | None = None
+        self._ts = 0.0
 
     def configure(self, cfg: Config, state: StateStore) -> None:
         w = cfg.walk
@@ -221,7 +224,10 @@ class WalkFeature:
         if not exempt:
             # the fields as on_event reads them from the event (its "ts" is rounded)
             # (str() of these enums is their value, without the enum property's cost)
-            outcome = Outcome(float(round(facts.now, 6)), str(stage), str(action),
+            now = facts.now
+            if now is not self._ts_of:  # a session's decisions share one time: round it once
+                self._ts_of, self._ts = now, float(round(now, 6))
+            outcome = Outcome(self._ts, str(stage), str(action),
                               int(verdict.code or 0), str(verdict.reason))  # fmt: skip
             self._note(ip, mx.host, outcome)
 

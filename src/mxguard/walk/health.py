@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
-from mxguard.walk.ledger import ledger_of
+from mxguard.walk.ledger import Ledger, ledger_of
 
 LIVE_PREFIX = "live:"
 SICK_PREFIX = "sick:"
@@ -115,26 +115,53 @@ def judge_marks(
     """`judge_health` from the values parsed: (up since, last beat), (sick reason, at) and
     the time of the latest answer; the memory state's ledger keeps them so."""
     sick_reason = sick_at = None
-    if mark is not None:
-        reason, at = mark
-        if at >= now - window:
-            sick_reason, sick_at = reason or "sick", at
+    if mark is not None and mark[1] >= now - window:
+        sick_reason, sick_at = mark[0] or "sick", mark[1]
     up_since, last = beats if beats is not None else (None, None)
-    if beats is None and answered is not None and now - answered <= window:
-        if sick_reason is not None and sick_at is not None:
-            why = f"{sick_reason} {_ago(now - sick_at)} ago"
-            return MxHealth(host, False, why, None, None, sick_reason, sick_at)
+    case = _case(beats, sick_at, now, window, stale_after, answered)
+    if case is _ANSWERED and answered is not None:
         return MxHealth(host, True, f"answered a client {_ago(now - answered)} ago")
-    if last is None or up_since is None or now - last > stale_after:
+    if case is _NO_BEATS:
         why = "no heartbeat" if last is None else f"last heartbeat {_ago(now - last)} ago"
         return MxHealth(host, False, why, up_since, last, sick_reason, sick_at)
-    if sick_reason is not None and sick_at is not None:
+    if (case is _ANSWERED_SICK or case is _SICK) and sick_at is not None:
         why = f"{sick_reason} {_ago(now - sick_at)} ago"
+        if case is _ANSWERED_SICK:
+            return MxHealth(host, False, why, None, None, sick_reason, sick_at)
         return MxHealth(host, False, why, up_since, last, sick_reason, sick_at)
-    if now - up_since < window:
+    assert up_since is not None  # the cases left are "up"
+    if case is _UP_SHORT:
         why = f"up only {_ago(now - up_since)} (needs {_ago(window)})"
         return MxHealth(host, False, why, up_since, last, None, None)
     return MxHealth(host, True, f"up {_ago(now - up_since)}", up_since, last, None, None)
+
+
+#: which row of the rule a host's marks fall in (`_case`); two of them are healthy
+_ANSWERED_SICK, _ANSWERED, _NO_BEATS, _SICK, _UP_SHORT, _UP = (
+    "answered_sick", "answered", "no_beats", "sick", "up_short", "up"
+)  # fmt: skip
+HEALTHY_CASES = frozenset({_ANSWERED, _UP})
+
+
+def _case(
+    beats: tuple[float, float] | None,
+    sick_at: float | None,
+    now: float,
+    window: float,
+    stale_after: float,
+    answered: float | None,
+) -> str:
+    """The rule itself (`sick_at`: a sick mark inside the window, or None); `judge_marks`
+    words the answer, and the walk check over the ledger asks only whether it is healthy."""
+    if beats is None and answered is not None and now - answered <= window:
+        return _ANSWERED if sick_at is None else _ANSWERED_SICK
+    if beats is None or now - beats[1] > stale_after:
+        return _NO_BEATS
+    if sick_at is not None:
+        return _SICK
+    if now - beats[0] < window:
+        return _UP_SHORT
+    return _UP
 
 
 class Health:
@@ -238,6 +265,38 @@ class Health:
 
     async def statuses(self, hosts: Iterable[str], now: float) -> dict[str, MxHealth]:
         return {h: await self.status(h, now) for h in hosts}
+
+    async def all_healthy(self, hosts: Iterable[str], now: float) -> bool:
+        """Whether every one of `hosts` is healthy now (the walk check's question)."""
+        if self.ledger is not None:
+            return self._kept_healthy(self.ledger, hosts, now)
+        return all(s.healthy for s in (await self.statuses(hosts, now)).values())
+
+    def all_healthy_now(self, hosts: Iterable[str], now: float) -> bool | NotNow:
+        """`all_healthy` without a coroutine or the words of `status`, from the ledger;
+        NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._kept_healthy(self.ledger, hosts, now)
+
+    def _kept_healthy(self, ledger: Ledger, hosts: Iterable[str], now: float) -> bool:
+        healthy = True
+        window = self.window
+        for host in hosts:  # every host is read, as `statuses` does (expired marks go)
+            live = _live(ledger.live, host, now)
+            sick = _live(ledger.sick, host, now)
+            answered = None if live is not None else _live(ledger.answered, host, now)
+            sick_at = sick[1] if sick is not None and sick[1] >= now - window else None
+            case = _case(
+                None if live is None else (live[0], live[1]),
+                sick_at,
+                now,
+                window,
+                self.stale_after,
+                None if answered is None else answered[0],
+            )
+            healthy = healthy and case in HEALTHY_CASES
+        return healthy
 
 
 V = TypeVar("V", bound=tuple[Any, ...])

@@ -23,7 +23,7 @@ from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
 from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
-from mxguard.walk.ledger import SightRecord, ledger_of, live_sighting, sighting_for_write
+from mxguard.walk.ledger import Ledger, SightRecord, ledger_of, live_sighting, sighting_for_write
 
 SIGHT_PREFIX = "seen:"
 #: the field of a host's latest outcome is the host's name with this suffix
@@ -131,35 +131,45 @@ def _outcome(value: str) -> Outcome | None:
     return o
 
 
-def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dict[str, Contact]:
+def decode_contacts(
+    fields: Mapping[str, str], now: float, window: float, outcomes: bool = True
+) -> dict[str, Contact]:
     """The contacts still inside the window, each with its latest outcome, by host.
 
     The hash lives `window` after its latest write, so single fields can be older than that;
-    they are dropped here rather than trusted.
+    they are dropped here rather than trusted. With `outcomes` false, a contact record keeps
+    no outcome (an outcome alone still is a contact): the walk check only asks who was seen
+    where, and attaching the outcomes made a new record each.
     """
     contacts: dict[str, Contact] = {}
-    outcomes: dict[str, Outcome] = {}
+    found: dict[str, Outcome] = {}
     oldest = now - window
     for name, value in fields.items():
         if name.endswith(OUTCOME_SUFFIX):
             o = _outcome(value)
             if o is not None:
-                outcomes[name[: -len(OUTCOME_SUFFIX)]] = o
+                found[name[: -len(OUTCOME_SUFFIX)]] = o
             continue
         c = _contact(name, value)
         if c is not None and c.last >= oldest:
             contacts[name] = c
-    return merge_outcomes(contacts, outcomes, oldest)
+    return merge_outcomes(contacts, found, oldest, outcomes)
 
 
 def merge_outcomes(
-    contacts: dict[str, Contact], outcomes: Mapping[str, Outcome], oldest: float
+    contacts: dict[str, Contact],
+    outcomes: Mapping[str, Outcome],
+    oldest: float,
+    attach: bool = True,
 ) -> dict[str, Contact]:
-    """Give each contact (already inside the window) its host's latest outcome; an outcome
-    without a contact record inside the window is a contact of its own."""
+    """Give each contact (already inside the window) its host's latest outcome, unless not
+    `attach`ed; an outcome without a contact record inside the window is a contact of its
+    own."""
     for host, o in outcomes.items():
         c = contacts.get(host)
         if c is not None:
+            if not attach:
+                continue
             # by position: dataclasses.replace costs several times more
             contacts[host] = Contact(c.host, c.role, c.preference, c.first, c.last, c.count,
                                      c.walk, o)  # fmt: skip
@@ -170,11 +180,23 @@ def merge_outcomes(
     return contacts
 
 
-def record_contacts(rec: SightRecord, now: float, window: float) -> dict[str, Contact]:
+def record_contacts(
+    rec: SightRecord, now: float, window: float, outcomes: bool = True
+) -> dict[str, Contact]:
     """`decode_contacts` for a ledger record (its fields are already what decoding gives)."""
     oldest = now - window
     contacts = {h: c for h, c in rec.contacts.items() if c.last >= oldest}
-    return merge_outcomes(contacts, rec.outcomes, oldest) if rec.outcomes else contacts
+    return merge_outcomes(contacts, rec.outcomes, oldest, outcomes) if rec.outcomes else contacts
+
+
+def record_walk(rec: SightRecord, host: str, now: float, window: float) -> Walk | None:
+    """`record_contact(...).walk`, without making the contact."""
+    oldest = now - window
+    c = rec.contacts.get(host)
+    if c is not None and c.last >= oldest:
+        return c.walk
+    o = rec.outcomes.get(host)
+    return Walk.NOT_JUDGED if o is not None and o.at >= oldest else None
 
 
 def record_contact(rec: SightRecord, host: str, now: float, window: float) -> Contact | None:
@@ -249,19 +271,42 @@ class Sightings:
             key = self._keys.remember(ip, sighting_key(self.network(ip)))
         return key
 
-    async def contacts(self, ip: IPAddress, now: float) -> dict[str, Contact]:
+    async def contacts(
+        self, ip: IPAddress, now: float, outcomes: bool = True
+    ) -> dict[str, Contact]:
+        """This client's contacts by host (`decode_contacts`; `outcomes` as there)."""
         if self.ledger is not None:
             rec = live_sighting(self.ledger.seen, self.key(ip), now)
-            return {} if rec is None else record_contacts(rec, now, self.window)
+            return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
         fields = await self.state.hash_get(self.key(ip), now)
-        return decode_contacts(fields, now, self.window)
+        return decode_contacts(fields, now, self.window, outcomes)
+
+    def contacts_now(
+        self, ip: IPAddress, now: float, outcomes: bool = True
+    ) -> dict[str, Contact] | NotNow:
+        """`contacts` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        rec = live_sighting(self.ledger.seen, self.key(ip), now)
+        return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
 
     async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
         """`contacts(ip, now).get(host)`, decoding only that host's two fields."""
         if self.ledger is not None:
-            rec = live_sighting(self.ledger.seen, self.key(ip), now)
-            return None if rec is None else record_contact(rec, host, now, self.window)
-        fields = await self.state.hash_get(self.key(ip), now)
+            return self._kept_contact(self.ledger, ip, host, now)
+        return self._own(await self.state.hash_get(self.key(ip), now), host, now)
+
+    def contact_now(self, ip: IPAddress, host: str, now: float) -> Contact | NotNow | None:
+        """`contact` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._kept_contact(self.ledger, ip, host, now)
+
+    def _kept_contact(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Contact | None:
+        rec = live_sighting(ledger.seen, self.key(ip), now)
+        return None if rec is None else record_contact(rec, host, now, self.window)
+
+    def _own(self, fields: Mapping[str, str], host: str, now: float) -> Contact | None:
         own: dict[str, str] = {}
         for name in (host, host + OUTCOME_SUFFIX):
             value = fields.get(name)
@@ -269,36 +314,70 @@ class Sightings:
                 own[name] = value
         return decode_contacts(own, now, self.window).get(host) if own else None
 
+    async def walk_of(self, ip: IPAddress, host: str, now: float) -> Walk | None:
+        """`contact(ip, host, now).walk`: how the client came to `host` (None: no contact)."""
+        if self.ledger is not None:
+            return self._kept_walk(self.ledger, ip, host, now)
+        contact = await self.contact(ip, host, now)
+        return contact.walk if contact is not None else None
+
+    def walk_now(self, ip: IPAddress, host: str, now: float) -> Walk | NotNow | None:
+        """`walk_of` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._kept_walk(self.ledger, ip, host, now)
+
+    def _kept_walk(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Walk | None:
+        rec = live_sighting(ledger.seen, self.key(ip), now)
+        return None if rec is None else record_walk(rec, host, now, self.window)
+
+    def _contact_for(
+        self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
+    ) -> Contact:
+        if previous is not None and previous.role != "?":
+            return Contact(mx.host, mx.role.value, mx.preference, previous.first, now,
+                           previous.count + 1, walk)  # fmt: skip
+        return Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
+
     async def record(
         self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
     ) -> Contact:
         """Note a contact at `mx`; `previous` (read just before) keeps the first time and count."""
-        if previous is not None and previous.role != "?":
-            contact = Contact(
-                mx.host,
-                mx.role.value,
-                mx.preference,
-                previous.first,
-                now,
-                previous.count + 1,
-                walk,
-            )
-        else:
-            contact = Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
         if self.ledger is not None:
-            kept = contact if _exact_contact(contact) else Contact.decode(mx.host, contact.encode())
-            rec = sighting_for_write(self.ledger, self.key(ip), now, self.window)
-            if kept is None:  # what the stored path would store and never read back
-                rec.contacts.pop(mx.host, None)
-            else:
-                rec.contacts[mx.host] = kept
-            return contact
+            return self._keep_contact(self.ledger, ip, mx, now, walk, previous)
+        contact = self._contact_for(mx, now, walk, previous)
         value = contact.encode()
         if type(contact.first) is float and type(contact.last) is float:
             # the next read of this client's hash decodes this very value, to an equal
             # Contact (times decode as floats, so an int time would come back changed)
             _contacts.remember((mx.host, value), contact)
         await self.state.hash_put(self.key(ip), mx.host, value, self.window, now)
+        return contact
+
+    def record_now(
+        self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
+    ) -> Contact | NotNow:
+        """`record` without a coroutine, into the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._keep_contact(self.ledger, ip, mx, now, walk, previous)
+
+    def _keep_contact(
+        self,
+        ledger: Ledger,
+        ip: IPAddress,
+        mx: MxInfo,
+        now: float,
+        walk: Walk,
+        previous: Contact | None,
+    ) -> Contact:
+        contact = self._contact_for(mx, now, walk, previous)
+        kept = contact if _exact_contact(contact) else Contact.decode(mx.host, contact.encode())
+        rec = sighting_for_write(ledger, self.key(ip), now, self.window)
+        if kept is None:  # what the stored path would store and never read back
+            rec.contacts.pop(mx.host, None)
+        else:
+            rec.contacts[mx.host] = kept
         return contact
 
     async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
