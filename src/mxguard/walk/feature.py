@@ -227,9 +227,15 @@ class WalkFeature:
             now = facts.now
             if now is not self._ts_of:  # a session's decisions share one time: round it once
                 self._ts_of, self._ts = now, float(round(now, 6))
-            outcome = Outcome(self._ts, str(stage), str(action),
-                              int(verdict.code or 0), str(verdict.reason))  # fmt: skip
-            self._note(ip, mx.host, outcome)
+            at, host = self._ts, mx.host
+            fields = (str(stage), str(action), int(verdict.code or 0), str(verdict.reason))
+            try:  # into the memory state's ledger without making the Outcome
+                done = self.sightings.note_answer_now(ip, host, at, *fields)
+            except Exception as exc:  # as _note does
+                log.warning("walk bookkeeping failed: %s", exc)
+                return
+            if done is NOT_NOW:
+                self._note(ip, host, Outcome(at, *fields))
 
     def _note(self, ip: IPAddress, host: str, outcome: Outcome) -> None:
         try:

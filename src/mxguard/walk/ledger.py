@@ -24,7 +24,12 @@ from mxguard.state.memory import MemoryState
 
 if TYPE_CHECKING:
     from mxguard.walk.blocklist import BlockEntry
-    from mxguard.walk.sightings import Contact, Outcome
+    from mxguard.walk.sightings import Contact
+
+#: an outcome's fields (at, stage, action, code, reason), exactly as decoding its stored text
+#: gives them: the ledger makes the `Outcome` only when someone reads it (most are
+#: overwritten by the next answer first)
+OutcomeFields = tuple[float, str, str, int, str]
 
 
 class SightRecord:
@@ -35,7 +40,7 @@ class SightRecord:
     def __init__(self, expires: float) -> None:
         self.expires = expires
         self.contacts: dict[str, Contact] = {}
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: dict[str, OutcomeFields] = {}
 
 
 class Ledger:

@@ -176,7 +176,7 @@ def merge_outcomes(
         elif o.at >= oldest:
             # an answer with no contact record: a connection refused over capacity, which
             # never reached the policy; it is still a contact with that MX
-            contacts[host] = Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
+            contacts[host] = _answered_only(host, o)
     return contacts
 
 
@@ -186,7 +186,30 @@ def record_contacts(
     """`decode_contacts` for a ledger record (its fields are already what decoding gives)."""
     oldest = now - window
     contacts = {h: c for h, c in rec.contacts.items() if c.last >= oldest}
-    return merge_outcomes(contacts, rec.outcomes, oldest, outcomes) if rec.outcomes else contacts
+    for host, fields in rec.outcomes.items():  # as merge_outcomes, making each Outcome here
+        c = contacts.get(host)
+        if c is not None:
+            if outcomes:
+                contacts[host] = Contact(c.host, c.role, c.preference, c.first, c.last, c.count,
+                                         c.walk, Outcome(*fields))  # fmt: skip
+        elif fields[0] >= oldest:
+            contacts[host] = _answered_only(host, Outcome(*fields))
+    return contacts
+
+
+def record_contact(rec: SightRecord, host: str, now: float, window: float) -> Contact | None:
+    """`record_contacts(rec, now, window).get(host)`, looking at that host's fields only."""
+    oldest = now - window
+    c = rec.contacts.get(host)
+    fields = rec.outcomes.get(host)
+    if c is not None and c.last >= oldest:
+        if fields is None:
+            return c
+        return Contact(c.host, c.role, c.preference, c.first, c.last, c.count, c.walk,
+                       Outcome(*fields))  # fmt: skip
+    if fields is not None and fields[0] >= oldest:
+        return _answered_only(host, Outcome(*fields))
+    return None
 
 
 def record_walk(rec: SightRecord, host: str, now: float, window: float) -> Walk | None:
@@ -195,22 +218,13 @@ def record_walk(rec: SightRecord, host: str, now: float, window: float) -> Walk 
     c = rec.contacts.get(host)
     if c is not None and c.last >= oldest:
         return c.walk
-    o = rec.outcomes.get(host)
-    return Walk.NOT_JUDGED if o is not None and o.at >= oldest else None
+    fields = rec.outcomes.get(host)
+    return Walk.NOT_JUDGED if fields is not None and fields[0] >= oldest else None
 
 
-def record_contact(rec: SightRecord, host: str, now: float, window: float) -> Contact | None:
-    """`record_contacts(rec, now, window).get(host)`, looking at that host's fields only."""
-    oldest = now - window
-    c = rec.contacts.get(host)
-    o = rec.outcomes.get(host)
-    if c is not None and c.last >= oldest:
-        if o is None:
-            return c
-        return Contact(c.host, c.role, c.preference, c.first, c.last, c.count, c.walk, o)
-    if o is not None and o.at >= oldest:
-        return Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
-    return None
+def _answered_only(host: str, o: Outcome) -> Contact:
+    """The contact an outcome without a contact record stands for (as `merge_outcomes`)."""
+    return Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
 
 
 def _exact_outcome(o: Outcome) -> bool:
@@ -382,7 +396,7 @@ class Sightings:
 
     async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
         if self.ledger is not None:
-            self._keep_outcome(ip, host, outcome, now)
+            self._keep_outcome(self.ledger, ip, host, outcome, now)
             return
         await self.state.hash_put(
             self.key(ip),
@@ -397,7 +411,7 @@ class Sightings:
     ) -> NotNow | None:
         """`note_outcome` without a task, when the state can write at once; else NOT_NOW."""
         if self.ledger is not None:
-            self._keep_outcome(ip, host, outcome, now)
+            self._keep_outcome(self.ledger, ip, host, outcome, now)
             return None
         done = self.state.hash_put_now(
             self.key(ip),
@@ -408,14 +422,41 @@ class Sightings:
         )
         return NOT_NOW if done is NOT_NOW else None
 
-    def _keep_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
-        assert self.ledger is not None
+    def note_answer_now(
+        self, ip: IPAddress, host: str, at: float, stage: str, action: str, code: int, reason: str
+    ) -> NotNow | None:
+        """`note_outcome_now(ip, host, Outcome(at, stage, ...), at)` into the ledger, without
+        making the Outcome (the event log's listener writes one per refusal); NOT_NOW over
+        stored text, and nothing was written."""
+        ledger = self.ledger
+        if ledger is None:
+            return NOT_NOW
+        if (
+            type(at) is not float
+            or type(code) is not int
+            or type(stage) is not str
+            or type(action) is not str
+            or type(reason) is not str
+            or "|" in stage
+            or "|" in action
+        ):  # not what decoding would give back: the general path says what is kept
+            self._keep_outcome(ledger, ip, host, Outcome(at, stage, action, code, reason), at)
+            return None
+        key = self._keys.get(ip) or self.key(ip)
+        sighting_for_write(ledger, key, at, self.window).outcomes[host] = (
+            at, stage, action, code, reason
+        )  # fmt: skip
+        return None
+
+    def _keep_outcome(
+        self, ledger: Ledger, ip: IPAddress, host: str, outcome: Outcome, now: float
+    ) -> None:
         kept = outcome if _exact_outcome(outcome) else Outcome.decode(outcome.encode())
-        rec = sighting_for_write(self.ledger, self.key(ip), now, self.window)
-        if kept is None:
+        rec = sighting_for_write(ledger, self.key(ip), now, self.window)
+        if kept is None:  # what the stored path would store and never read back
             rec.outcomes.pop(host, None)
         else:
-            rec.outcomes[host] = kept
+            rec.outcomes[host] = (kept.at, kept.stage, kept.action, kept.code, kept.reason)
 
     @staticmethod
     def _encode_outcome(outcome: Outcome) -> str:

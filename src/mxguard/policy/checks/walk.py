@@ -31,7 +31,7 @@ Neither check reads the clock: time is `facts.now`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -70,6 +70,7 @@ class Tier:
         #: answers by preference: asked at every contact, and the tier only changes with a
         #: reload, which builds a new Tier
         self._lower: dict[int, tuple[TierMx, ...]] = {}
+        self._hosts: dict[int, tuple[str, ...]] = {}
 
     def lower(self, mx: MxInfo) -> list[TierMx]:
         if mx.preference is None:
@@ -83,12 +84,26 @@ class Tier:
             )
         return list(known)
 
+    def lower_hosts(self, mx: MxInfo) -> tuple[str, ...]:
+        """The names of `lower(mx)`, in its order (kept, as `lower` is)."""
+        if mx.preference is None:
+            return ()
+        hosts = self._hosts.get(mx.preference)
+        if hosts is None:
+            hosts = self._hosts[mx.preference] = tuple(m.host for m in self.lower(mx))
+        return hosts
+
 
 def seen_lower(
-    contacts: Mapping[str, Contact], lower: Sequence[TierMx], own_preference: int | None
+    contacts: Mapping[str, Contact],
+    lower: Sequence[TierMx],
+    own_preference: int | None,
+    hosts: Collection[str] | None = None,
 ) -> list[Contact]:
-    """The contacts that show a walk: at a host below this one, any outcome."""
-    hosts = {m.host for m in lower}
+    """The contacts that show a walk: at a host below this one, any outcome (`hosts`: the
+    names of `lower`, when the caller has them)."""
+    if hosts is None:
+        hosts = {m.host for m in lower}
     return [
         c
         for c in contacts.values()
@@ -275,9 +290,9 @@ class WalkGate(Check):
                 seen = await sightings.contacts(ip, now, outcomes=False)
             contacts = seen
             previous = contacts.get(mx.host)
-            walked = bool(seen_lower(contacts, lower, mx.preference))
+            hosts = self.tier.lower_hosts(mx)
+            walked = bool(seen_lower(contacts, lower, mx.preference, hosts))
             if not walked:
-                hosts = [m.host for m in lower]
                 healthy = self.health.all_healthy_now(hosts, now)
                 if isinstance(healthy, NotNow):
                     healthy = await self.health.all_healthy(hosts, now)
