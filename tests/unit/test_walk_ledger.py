@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from mxguard.notnow import NOT_NOW
 from mxguard.policy.facts import MxInfo, Role
 from mxguard.state.base import StateStore
 from mxguard.state.memory import MemoryState
@@ -31,7 +32,9 @@ MXS = [
     MxInfo("trap.example.test", Role.TRAP, 30),
     MxInfo("old.example.test", Role.RETIRED, None),
 ]
-CLIENTS = [ipaddress.ip_address(a) for a in ("192.0.2.1", "192.0.2.77", "2001:db8::5", "198.51.100.3")]
+CLIENTS = [
+    ipaddress.ip_address(a) for a in ("192.0.2.1", "192.0.2.77", "2001:db8::5", "198.51.100.3")
+]
 OUTCOMES = [
     ("rcpt", "tempfail", 451, "trap"),
     ("rcpt", "reject", 550, "unknown_recipient"),
@@ -78,9 +81,14 @@ async def script(state: StateStore, objects: bool, seed: int) -> list[Any]:
             stage, action, code, reason = rng.choice(OUTCOMES)
             at = float(round(now, 6)) if rng.random() < 0.8 else now
             outcome = Outcome(at, stage, action, code, reason)
-            if rng.random() < 0.5 and sightings.note_outcome_now(ip, mx.host, outcome, at) is None:
-                pass
+            way = rng.randrange(3)  # the three ways in: now, awaited, and as bare fields
+            if way == 0:
+                done = sightings.note_outcome_now(ip, mx.host, outcome, at)
+            elif way == 1:
+                done = NOT_NOW
             else:
+                done = sightings.note_answer_now(ip, mx.host, at, stage, action, code, reason)
+            if done is NOT_NOW:
                 await sightings.note_outcome(ip, mx.host, outcome, at)
         elif op == 5:
             out.append(await sightings.contacts(ip, now))
@@ -99,13 +107,12 @@ async def script(state: StateStore, objects: bool, seed: int) -> list[Any]:
             out.append(await health.statuses([m.host for m in MXS], now))
         elif op == 8:
             until = now + rng.choice([5.0, 100.0, 86400.0])
-            entry = BlockEntry(blocklist.network(ip), rng.choice(["trap", "manual"]), now,
-                               until, mx.host, str(ip), rng.choice(["", 'a "note" é']))  # fmt: skip
+            reason, note = rng.choice(["trap", "manual"]), rng.choice(["", 'a "note" é'])
+            entry = BlockEntry(blocklist.network(ip), reason, now, until, mx.host, str(ip), note)
             out.append(await blocklist.add(entry, now, keep_longer=rng.random() < 0.8))
         elif op == 9:
             out.append(await blocklist.get(ip, now))
-            got = blocklist.get_now(ip, now)
-            out.append(got)
+            out.append(blocklist.get_now(ip, now))
         elif op == 10:
             out.append(await blocklist.entries(now))
             out.append(await blocklist.size(now))
@@ -151,3 +158,15 @@ async def test_expired_sightings_are_swept_as_the_ledger_grows() -> None:
         ip = ipaddress.ip_address(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
         await sightings.record(ip, mx, T0 + i, Walk.NOT_JUDGED, None)
     assert len(ledger.seen) < 4096  # the ones older than the window went at the sweep
+
+
+async def test_expired_block_entries_are_swept_as_the_ledger_grows() -> None:
+    state = MemoryState()
+    blocklist = Blocklist(state)
+    ledger = blocklist.ledger
+    assert ledger is not None
+    for i in range(5000):
+        network = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}/32"
+        await blocklist.add(BlockEntry(network, "trap", T0 + i, T0 + i + 60.0, "trap"), T0 + i)
+    assert len(ledger.blocks) < 4096
+    assert await blocklist.size(T0 + 5000) == 59  # the live ones (4941-4999), by the index

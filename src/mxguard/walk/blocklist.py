@@ -217,6 +217,8 @@ class Blocklist:
         # what parsing the stored text would give: the entry itself for the usual types
         kept = entry if _exact(entry) else BlockEntry.from_json(entry.to_json())
         assert kept is not None  # the generic encoder's text always parses back
+        if len(ledger.blocks) >= ledger.next_block_sweep:
+            ledger.sweep_blocks(now)
         ledger.blocks[entry.network] = (kept, now + ttl)
         if ledger.index_expires <= now:
             ledger.index.clear()

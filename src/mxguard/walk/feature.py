@@ -228,14 +228,15 @@ class WalkFeature:
             if now is not self._ts_of:  # a session's decisions share one time: round it once
                 self._ts_of, self._ts = now, float(round(now, 6))
             at, host = self._ts, mx.host
-            fields = (str(stage), str(action), int(verdict.code or 0), str(verdict.reason))
+            stage_s, action_s = str(stage), str(action)
+            code, reason = int(verdict.code or 0), str(verdict.reason)
             try:  # into the memory state's ledger without making the Outcome
-                done = self.sightings.note_answer_now(ip, host, at, *fields)
+                done = self.sightings.note_answer_now(ip, host, at, stage_s, action_s, code, reason)
             except Exception as exc:  # as _note does
                 log.warning("walk bookkeeping failed: %s", exc)
                 return
             if done is NOT_NOW:
-                self._note(ip, host, Outcome(at, *fields))
+                self._note(ip, host, Outcome(at, stage_s, action_s, code, reason))
 
     def _note(self, ip: IPAddress, host: str, outcome: Outcome) -> None:
         try:

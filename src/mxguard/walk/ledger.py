@@ -54,6 +54,7 @@ class Ledger:
         "index",
         "index_expires",
         "live",
+        "next_block_sweep",
         "next_sweep",
         "seen",
         "sick",
@@ -76,6 +77,7 @@ class Ledger:
         #: sweep expired sightings when `seen` grows past this (the memory state is
         #: purged from outside now and then; the ledger bounds itself)
         self.next_sweep = 4096
+        self.next_block_sweep = 4096
 
     def sweep(self, now: float) -> None:
         """Drop expired sightings: nothing reads them again, and a long run would keep them."""
@@ -83,6 +85,14 @@ class Ledger:
         for key in [k for k, r in seen.items() if r.expires <= now]:
             del seen[key]
         self.next_sweep = max(4096, 2 * len(seen))
+
+    def sweep_blocks(self, now: float) -> None:
+        """Drop expired blocklist entries, as the memory state's purge drops expired keys
+        (the index keeps its fields there too, until a listing drops them)."""
+        blocks = self.blocks
+        for network in [n for n, (_, expires) in blocks.items() if expires <= now]:
+            del blocks[network]
+        self.next_block_sweep = max(4096, 2 * len(blocks))
 
 
 _ledgers: weakref.WeakKeyDictionary[Any, Ledger] = weakref.WeakKeyDictionary()

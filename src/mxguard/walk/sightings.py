@@ -443,9 +443,12 @@ class Sightings:
             self._keep_outcome(ledger, ip, host, Outcome(at, stage, action, code, reason), at)
             return None
         key = self._keys.get(ip) or self.key(ip)
-        sighting_for_write(ledger, key, at, self.window).outcomes[host] = (
-            at, stage, action, code, reason
-        )  # fmt: skip
+        rec = ledger.seen.get(key)
+        if rec is not None and rec.expires > at:  # sighting_for_write's usual case, inline
+            rec.expires = at + self.window
+        else:
+            rec = sighting_for_write(ledger, key, at, self.window)
+        rec.outcomes[host] = (at, stage, action, code, reason)
         return None
 
     def _keep_outcome(
