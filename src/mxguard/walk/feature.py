@@ -170,7 +170,8 @@ class WalkFeature:
 
     def on_connect(self, mx: Any) -> None:
         """A session at an MX we do not heartbeat (a Postfix in front of policyd) proves it up."""
-        now = self.now()
+        rt = self.server.runtime  # self.now(), without a call more at every connection
+        now = rt.clock() if rt is not None else time.time()
         # the cheap test first: it is asked at every connection; a host marked lately is
         # not ours (ours are never marked), so the order does not change the answer
         if now - self.answer_marked.get(mx.host, -1e18) < self.health.interval / 2:

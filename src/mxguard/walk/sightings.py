@@ -280,6 +280,8 @@ class Sightings:
         return client_network(ip, self.v4, self.v6)
 
     def key(self, ip: IPAddress) -> str:
+        """The hash's key (hot paths ask `self._keys.get(ip) or self.key(ip)`: the memo's
+        lookup without a call)."""
         key = self._keys.get(ip)
         if key is None:
             key = self._keys.remember(ip, sighting_key(self.network(ip)))
@@ -290,7 +292,7 @@ class Sightings:
     ) -> dict[str, Contact]:
         """This client's contacts by host (`decode_contacts`; `outcomes` as there)."""
         if self.ledger is not None:
-            rec = live_sighting(self.ledger.seen, self.key(ip), now)
+            rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
             return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
         fields = await self.state.hash_get(self.key(ip), now)
         return decode_contacts(fields, now, self.window, outcomes)
@@ -301,7 +303,7 @@ class Sightings:
         """`contacts` without a coroutine, from the ledger; NOT_NOW over stored text."""
         if self.ledger is None:
             return NOT_NOW
-        rec = live_sighting(self.ledger.seen, self.key(ip), now)
+        rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
         return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
 
     async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
@@ -317,7 +319,7 @@ class Sightings:
         return self._kept_contact(self.ledger, ip, host, now)
 
     def _kept_contact(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Contact | None:
-        rec = live_sighting(ledger.seen, self.key(ip), now)
+        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
         return None if rec is None else record_contact(rec, host, now, self.window)
 
     def _own(self, fields: Mapping[str, str], host: str, now: float) -> Contact | None:
@@ -342,16 +344,17 @@ class Sightings:
         return self._kept_walk(self.ledger, ip, host, now)
 
     def _kept_walk(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Walk | None:
-        rec = live_sighting(ledger.seen, self.key(ip), now)
+        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
         return None if rec is None else record_walk(rec, host, now, self.window)
 
     def _contact_for(
         self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
     ) -> Contact:
+        role = str(mx.role)  # its value, without the enum property's cost
         if previous is not None and previous.role != "?":
-            return Contact(mx.host, mx.role.value, mx.preference, previous.first, now,
+            return Contact(mx.host, role, mx.preference, previous.first, now,
                            previous.count + 1, walk)  # fmt: skip
-        return Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
+        return Contact(mx.host, role, mx.preference, now, now, 1, walk)
 
     async def record(
         self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
@@ -387,7 +390,7 @@ class Sightings:
     ) -> Contact:
         contact = self._contact_for(mx, now, walk, previous)
         kept = contact if _exact_contact(contact) else Contact.decode(mx.host, contact.encode())
-        rec = sighting_for_write(ledger, self.key(ip), now, self.window)
+        rec = sighting_for_write(ledger, self._keys.get(ip) or self.key(ip), now, self.window)
         if kept is None:  # what the stored path would store and never read back
             rec.contacts.pop(mx.host, None)
         else:
@@ -455,7 +458,7 @@ class Sightings:
         self, ledger: Ledger, ip: IPAddress, host: str, outcome: Outcome, now: float
     ) -> None:
         kept = outcome if _exact_outcome(outcome) else Outcome.decode(outcome.encode())
-        rec = sighting_for_write(ledger, self.key(ip), now, self.window)
+        rec = sighting_for_write(ledger, self._keys.get(ip) or self.key(ip), now, self.window)
         if kept is None:  # what the stored path would store and never read back
             rec.outcomes.pop(host, None)
         else:

@@ -309,15 +309,10 @@ class WalkGate(Check):
             note = self._why.get((role, walk, mx.preference))
             if note is None:  # the same words for every client this MX catches
                 note = self._why[role, walk, mx.preference] = why_blocked(role, walk, lower)
-            entry = BlockEntry(
-                network=self.blocklist.network(ip),
-                reason=role.value,
-                at=now,
-                until=now + self.blocklist_ttl,
-                by=mx.host,
-                client=str(ip),
-                note=note,
-            )
+            # (network, reason, at, until, by, client, note), by position: made at every
+            # contact a bot makes with the trap; str() of the role is its value
+            entry = BlockEntry(self.blocklist.network(ip), str(role), now,
+                               now + self.blocklist_ttl, mx.host, str(ip), note)  # fmt: skip
             if self.blocklist.add_now(entry, now) is NOT_NOW:
                 await self.blocklist.add(entry, now)
         return walk
