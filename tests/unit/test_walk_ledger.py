@@ -104,7 +104,13 @@ async def script(state: StateStore, objects: bool, seed: int) -> list[Any]:
             else:
                 await health.answered(mx.host, now)
         elif op == 7:
-            out.append(await health.statuses([m.host for m in MXS], now))
+            hosts = rng.sample([m.host for m in MXS], rng.randrange(1, 4))
+            healthy = health.all_healthy_now(hosts, now)  # the walk check's question
+            if healthy is NOT_NOW:
+                healthy = await health.all_healthy(hosts, now)
+            statuses = await health.statuses([m.host for m in MXS], now)
+            assert healthy == all(statuses[h].healthy for h in hosts)
+            out.append((healthy, statuses))
         elif op == 8:
             until = now + rng.choice([5.0, 100.0, 86400.0])
             reason, note = rng.choice(["trap", "manual"]), rng.choice(["", 'a "note" é'])
@@ -170,3 +176,45 @@ async def test_expired_block_entries_are_swept_as_the_ledger_grows() -> None:
         await blocklist.add(BlockEntry(network, "trap", T0 + i, T0 + i + 60.0, "trap"), T0 + i)
     assert len(ledger.blocks) < 4096
     assert await blocklist.size(T0 + 5000) == 59  # the live ones (4941-4999), by the index
+
+
+async def health_script(state: StateStore, objects: bool, seed: int) -> list[Any]:
+    """Steady heartbeats with gaps, sick marks, stops and answers: hosts go healthy and back."""
+    rng = Random(seed)
+    health = Health(state, 30.0, 5.0, objects=objects)
+    hosts = [m.host for m in MXS]
+    out: list[Any] = []
+    now = T0
+    for _ in range(800):
+        now += rng.choice([0.5, 1.0, 2.5, 4.0, 4.0, 5.0, 9.0, 17.0]) * (0.5 + rng.random())
+        for host in hosts:
+            if rng.random() < 0.9:
+                await health.beat(host, now)
+        r = rng.random()
+        if r < 0.05:
+            await health.mark(rng.choice(hosts), "capacity", now)
+        elif r < 0.08:
+            await health.stopped(rng.choice(hosts), now)
+        elif r < 0.2:
+            await health.answered(rng.choice(hosts), now)
+        asked = rng.sample(hosts, rng.randrange(1, len(hosts) + 1))
+        healthy = health.all_healthy_now(asked, now)
+        if healthy is NOT_NOW:
+            healthy = await health.all_healthy(asked, now)
+        out.append((healthy, await health.statuses(hosts, now)))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_health_answers_as_stored_text(seed: int, tmp_path: Path) -> None:
+    ledger = await health_script(MemoryState(), True, seed)
+    text = await health_script(MemoryState(), False, seed)
+    sqlite = SqliteState(tmp_path / "state.db")
+    await sqlite.open()
+    try:
+        stored = await health_script(sqlite, True, seed)
+    finally:
+        await sqlite.close()
+    assert ledger == text == stored
+    answers = [healthy for healthy, _ in ledger]
+    assert 50 < sum(answers) < len(answers) - 50  # both answers, many times

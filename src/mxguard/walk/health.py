@@ -144,15 +144,16 @@ HEALTHY_CASES = frozenset({_ANSWERED, _UP})
 
 
 def _case(
-    beats: tuple[float, float] | None,
+    beats: tuple[float, ...] | None,
     sick_at: float | None,
     now: float,
     window: float,
     stale_after: float,
     answered: float | None,
 ) -> str:
-    """The rule itself (`sick_at`: a sick mark inside the window, or None); `judge_marks`
-    words the answer, and the walk check over the ledger asks only whether it is healthy."""
+    """The rule itself (`beats` starts with up since and last beat; `sick_at`: a sick mark
+    inside the window, or None); `judge_marks` words the answer, and the walk check over the
+    ledger asks only whether it is healthy."""
     if beats is None and answered is not None and now - answered <= window:
         return _ANSWERED if sick_at is None else _ANSWERED_SICK
     if beats is None or now - beats[1] > stale_after:
@@ -280,21 +281,25 @@ class Health:
         return self._kept_healthy(self.ledger, hosts, now)
 
     def _kept_healthy(self, ledger: Ledger, hosts: Iterable[str], now: float) -> bool:
+        # as `status` reads them, without dropping the marks that expired (nobody sees
+        # them either way), asked at every contact that did not walk
         healthy = True
-        window = self.window
-        for host in hosts:  # every host is read, as `statuses` does (expired marks go)
-            live = _live(ledger.live, host, now)
-            sick = _live(ledger.sick, host, now)
-            answered = None if live is not None else _live(ledger.answered, host, now)
-            sick_at = sick[1] if sick is not None and sick[1] >= now - window else None
-            case = _case(
-                None if live is None else (live[0], live[1]),
-                sick_at,
-                now,
-                window,
-                self.stale_after,
-                None if answered is None else answered[0],
-            )
+        window, stale_after = self.window, self.stale_after
+        live_marks, sick_marks, answers = ledger.live, ledger.sick, ledger.answered
+        for host in hosts:
+            live = live_marks.get(host)
+            if live is not None and live[2] <= now:
+                live = None
+            sick = sick_marks.get(host)
+            sick_at = None
+            if sick is not None and sick[2] > now and sick[1] >= now - window:
+                sick_at = sick[1]
+            answered = None
+            if live is None:
+                answer = answers.get(host)
+                if answer is not None and answer[1] > now:
+                    answered = answer[0]
+            case = _case(live, sick_at, now, window, stale_after, answered)
             healthy = healthy and case in HEALTHY_CASES
         return healthy
 
