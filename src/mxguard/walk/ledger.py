@@ -24,7 +24,7 @@ from mxguard.state.memory import MemoryState
 
 if TYPE_CHECKING:
     from mxguard.walk.blocklist import BlockEntry
-    from mxguard.walk.sightings import Contact
+    from mxguard.walk.records import Contact
 
 #: an outcome's fields (at, stage, action, code, reason), exactly as decoding its stored text
 #: gives them: the ledger makes the `Outcome` only when someone reads it (most are
