@@ -156,3 +156,28 @@ def test_network_set_membership_by_family() -> None:
     assert ip("198.51.101.7") not in nets and ip("2001:db8:2::1") not in nets
     assert ip("::ffff:203.0.113.1") not in nets
     assert ip("198.51.100.7") not in NetworkSet() and not NetworkSet()
+
+
+def test_network_set_matches_as_ipaddress_does() -> None:
+    """NetworkSet compares integers; the answers are those of `ip in ip_network(...)`."""
+    import random
+
+    cidrs = ["127.0.0.0/8", "10.1.0.0/16", "192.0.2.7/32", "2001:db8::/32", "::1/128", "0.0.0.0/0"]
+    rng = random.Random(1)
+    for _ in range(300):
+        chosen = rng.sample(cidrs, rng.randrange(0, 4))
+        nets = [ipaddress.ip_network(c) for c in chosen]
+        s = NetworkSet(chosen)
+        for _ in range(20):
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+            if rng.random() < 0.5:
+                ip = ipaddress.IPv4Address(rng.choice([0x7F000001, 0x0A010203, 0xC0000207,
+                                                       rng.getrandbits(32)]))  # fmt: skip
+            else:
+                ip = ipaddress.IPv6Address(rng.choice([1, 0x20010DB8 << 96,
+                                                       (0xFFFF << 32) | 0x7F000001,
+                                                       rng.getrandbits(128)]))  # fmt: skip
+            plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            probe = plain or ip
+            expected = any(probe in n for n in nets if n.version == probe.version)
+            assert (ip in s) is expected, (chosen, ip)

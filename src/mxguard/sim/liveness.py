@@ -114,8 +114,8 @@ class WalkLiveness:
     def _beat(self, mx: SimMx) -> None:
         now = self.loop.now
         cond = mx.condition_at(now) if mx.conditions else None
-        if cond is None or cond.kind != "down":
-            run_sync(self.health.beat(mx.host, now))
+        if (cond is None or cond.kind != "down") and self.health.beat_now(mx.host, now) is not None:
+            run_sync(self.health.beat(mx.host, now))  # a Health that stores text
         self.loop.housekeeping(now + self.every, self._beat, mx)
 
     def _stopped(self, mx: SimMx) -> None:

@@ -72,6 +72,9 @@ class WalkFeature:
         self.capacity_marked: dict[str, float] = {}
         self.answer_marked: dict[str, float] = {}
         self.runtime: Runtime | None = None
+        #: the latest decision time and its event "ts" (rounding is slower than the write)
+        self._ts_of: float | None = None
+        self._ts = 0.0
 
     def configure(self, cfg: Config, state: StateStore) -> None:
         w = cfg.walk
@@ -167,7 +170,8 @@ class WalkFeature:
 
     def on_connect(self, mx: Any) -> None:
         """A session at an MX we do not heartbeat (a Postfix in front of policyd) proves it up."""
-        now = self.now()
+        rt = self.server.runtime  # self.now(), without a call more at every connection
+        now = rt.clock() if rt is not None else time.time()
         # the cheap test first: it is asked at every connection; a host marked lately is
         # not ours (ours are never marked), so the order does not change the answer
         if now - self.answer_marked.get(mx.host, -1e18) < self.health.interval / 2:
@@ -221,9 +225,19 @@ class WalkFeature:
         if not exempt:
             # the fields as on_event reads them from the event (its "ts" is rounded)
             # (str() of these enums is their value, without the enum property's cost)
-            outcome = Outcome(float(round(facts.now, 6)), str(stage), str(action),
-                              int(verdict.code or 0), str(verdict.reason))  # fmt: skip
-            self._note(ip, mx.host, outcome)
+            now = facts.now
+            if now is not self._ts_of:  # a session's decisions share one time: round it once
+                self._ts_of, self._ts = now, float(round(now, 6))
+            at, host = self._ts, mx.host
+            stage_s, action_s = str(stage), str(action)
+            code, reason = int(verdict.code or 0), str(verdict.reason)
+            try:  # into the memory state's ledger without making the Outcome
+                done = self.sightings.note_answer_now(ip, host, at, stage_s, action_s, code, reason)
+            except Exception as exc:  # as _note does
+                log.warning("walk bookkeeping failed: %s", exc)
+                return
+            if done is NOT_NOW:
+                self._note(ip, host, Outcome(at, stage_s, action_s, code, reason))
 
     def _note(self, ip: IPAddress, host: str, outcome: Outcome) -> None:
         try:

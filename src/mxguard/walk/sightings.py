@@ -13,161 +13,65 @@ the number of MX hosts and costs nothing for clients that went away.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
-from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
+from mxguard.walk.ledger import Ledger, ledger_of, live_sighting, sighting_for_write
+from mxguard.walk.records import (
+    OUTCOME_SUFFIX,
+    SIGHT_PREFIX,
+    Contact,
+    Outcome,
+    Walk,
+    decode_contacts,
+    exact_contact,
+    exact_outcome,
+    merge_outcomes,
+    parsed_contacts,
+    parsed_outcomes,
+    record_contact,
+    record_contacts,
+    record_walk,
+    sighting_key,
+)
 
-SIGHT_PREFIX = "seen:"
-#: the field of a host's latest outcome is the host's name with this suffix
-OUTCOME_SUFFIX = "!o"
-
-
-class Walk(enum.StrEnum):
-    """How a client came to an MX, judged at connect from what was known at that moment."""
-
-    NOT_JUDGED = "-"  # nothing below this MX (a primary), or a trusted or allowlisted client
-    WALKED = "walked"  # seen at a lower MX within the window (any outcome)
-    LOWER_UNHEALTHY = "lower_unhealthy"  # not seen, but a lower MX was down or at capacity
-    SKIPPED = "skipped"  # not seen while every lower MX was healthy: a walk violation
-    RETIRED = "retired"  # a retired address: nobody legitimate knows it
-
-
-@fill_slots
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The latest answer an MX gave this client (from the event log's decision)."""
-
-    at: float
-    stage: str
-    action: str
-    code: int
-    reason: str
-
-    def encode(self) -> str:
-        return f"{self.at!r}|{self.stage}|{self.action}|{self.code}|{self.reason}"
-
-    @classmethod
-    def decode(cls, value: str) -> Outcome | None:
-        parts = value.split("|", 4)
-        if len(parts) != 5:
-            return None
-        try:
-            return cls(float(parts[0]), parts[1], parts[2], int(parts[3]), parts[4])
-        except ValueError:
-            return None
-
-
-@fill_slots
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """A client's contacts with one MX host inside the window."""
-
-    host: str
-    role: str
-    preference: int | None
-    first: float
-    last: float
-    count: int
-    walk: Walk
-    outcome: Outcome | None = None
-
-    def encode(self) -> str:
-        pref = "-" if self.preference is None else str(self.preference)
-        return f"{self.role}|{pref}|{self.first!r}|{self.last!r}|{self.count}|{self.walk.value}"
-
-    @classmethod
-    def decode(cls, host: str, value: str) -> Contact | None:
-        parts = value.split("|")
-        if len(parts) != 6:
-            return None
-        try:
-            pref = None if parts[1] == "-" else int(parts[1])
-            return cls(
-                host,
-                parts[0],
-                pref,
-                float(parts[2]),
-                float(parts[3]),
-                int(parts[4]),
-                Walk(parts[5]),
-            )
-        except ValueError:
-            return None
-
-
-#: parsed fields by (host, stored value) and by stored value: every contact reads the whole
-#: hash back, and most of its fields are the ones this process wrote or read a moment ago
-_contacts: Memo[tuple[str, str], Contact] = Memo(1 << 12)
-_outcomes: Memo[str, Outcome] = Memo(1 << 12)
-
-
-def sighting_key(network: str) -> str:
-    return SIGHT_PREFIX + network
-
-
-def _contact(host: str, value: str) -> Contact | None:
-    c = _contacts.get((host, value))
-    if c is None:
-        c = Contact.decode(host, value)
-        if c is not None:
-            _contacts.remember((host, value), c)
-    return c
-
-
-def _outcome(value: str) -> Outcome | None:
-    o = _outcomes.get(value)
-    if o is None:
-        o = Outcome.decode(value)
-        if o is not None:
-            _outcomes.remember(value, o)
-    return o
-
-
-def decode_contacts(fields: Mapping[str, str], now: float, window: float) -> dict[str, Contact]:
-    """The contacts still inside the window, each with its latest outcome, by host.
-
-    The hash lives `window` after its latest write, so single fields can be older than that;
-    they are dropped here rather than trusted.
-    """
-    contacts: dict[str, Contact] = {}
-    outcomes: dict[str, Outcome] = {}
-    oldest = now - window
-    for name, value in fields.items():
-        if name.endswith(OUTCOME_SUFFIX):
-            o = _outcome(value)
-            if o is not None:
-                outcomes[name[: -len(OUTCOME_SUFFIX)]] = o
-            continue
-        c = _contact(name, value)
-        if c is not None and c.last >= oldest:
-            contacts[name] = c
-    for host, o in outcomes.items():
-        c = contacts.get(host)
-        if c is not None:
-            # by position: dataclasses.replace costs several times more
-            contacts[host] = Contact(c.host, c.role, c.preference, c.first, c.last, c.count,
-                                     c.walk, o)  # fmt: skip
-        elif o.at >= oldest:
-            # an answer with no contact record: a connection refused over capacity, which
-            # never reached the policy; it is still a contact with that MX
-            contacts[host] = Contact(host, "?", None, o.at, o.at, 1, Walk.NOT_JUDGED, o)
-    return contacts
+__all__ = [
+    "OUTCOME_SUFFIX",
+    "SIGHT_PREFIX",
+    "Contact",
+    "Outcome",
+    "Sightings",
+    "Walk",
+    "decode_contacts",
+    "merge_outcomes",
+    "sighting_key",
+]
 
 
 class Sightings:
-    """Reads and writes the ``seen:`` hashes; the network prefix is `[walk]`'s."""
+    """Reads and writes the ``seen:`` hashes; the network prefix is `[walk]`'s.
 
-    def __init__(self, state: StateStore, window: float, ipv4_prefix: int, ipv6_prefix: int):
+    Over the plain memory state the hashes are kept as objects in its ledger
+    (`walk/ledger.py`) rather than as text; `objects=False` keeps text there too (tests).
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        window: float,
+        ipv4_prefix: int,
+        ipv6_prefix: int,
+        *,
+        objects: bool = True,
+    ) -> None:
         self.state = state
         self.window = window
         self.v4, self.v6 = ipv4_prefix, ipv6_prefix
+        self.ledger = ledger_of(state, objects)
         #: client -> its hash's key: every contact reads and writes it several times
         self._keys: Memo[IPAddress, str] = Memo(1 << 14)
 
@@ -175,18 +79,49 @@ class Sightings:
         return client_network(ip, self.v4, self.v6)
 
     def key(self, ip: IPAddress) -> str:
+        """The hash's key (hot paths ask `self._keys.get(ip) or self.key(ip)`: the memo's
+        lookup without a call)."""
         key = self._keys.get(ip)
         if key is None:
             key = self._keys.remember(ip, sighting_key(self.network(ip)))
         return key
 
-    async def contacts(self, ip: IPAddress, now: float) -> dict[str, Contact]:
+    async def contacts(
+        self, ip: IPAddress, now: float, outcomes: bool = True
+    ) -> dict[str, Contact]:
+        """This client's contacts by host (`decode_contacts`; `outcomes` as there)."""
+        if self.ledger is not None:
+            rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
+            return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
         fields = await self.state.hash_get(self.key(ip), now)
-        return decode_contacts(fields, now, self.window)
+        return decode_contacts(fields, now, self.window, outcomes)
+
+    def contacts_now(
+        self, ip: IPAddress, now: float, outcomes: bool = True
+    ) -> dict[str, Contact] | NotNow:
+        """`contacts` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
 
     async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
         """`contacts(ip, now).get(host)`, decoding only that host's two fields."""
-        fields = await self.state.hash_get(self.key(ip), now)
+        if self.ledger is not None:
+            return self._kept_contact(self.ledger, ip, host, now)
+        return self._own(await self.state.hash_get(self.key(ip), now), host, now)
+
+    def contact_now(self, ip: IPAddress, host: str, now: float) -> Contact | NotNow | None:
+        """`contact` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._kept_contact(self.ledger, ip, host, now)
+
+    def _kept_contact(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Contact | None:
+        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        return None if rec is None else record_contact(rec, host, now, self.window)
+
+    def _own(self, fields: Mapping[str, str], host: str, now: float) -> Contact | None:
         own: dict[str, str] = {}
         for name in (host, host + OUTCOME_SUFFIX):
             value = fields.get(name)
@@ -194,31 +129,77 @@ class Sightings:
                 own[name] = value
         return decode_contacts(own, now, self.window).get(host) if own else None
 
+    async def walk_of(self, ip: IPAddress, host: str, now: float) -> Walk | None:
+        """`contact(ip, host, now).walk`: how the client came to `host` (None: no contact)."""
+        if self.ledger is not None:
+            return self._kept_walk(self.ledger, ip, host, now)
+        contact = await self.contact(ip, host, now)
+        return contact.walk if contact is not None else None
+
+    def walk_now(self, ip: IPAddress, host: str, now: float) -> Walk | NotNow | None:
+        """`walk_of` without a coroutine, from the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._kept_walk(self.ledger, ip, host, now)
+
+    def _kept_walk(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Walk | None:
+        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        return None if rec is None else record_walk(rec, host, now, self.window)
+
+    def _contact_for(
+        self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
+    ) -> Contact:
+        role = str(mx.role)  # its value, without the enum property's cost
+        if previous is not None and previous.role != "?":
+            return Contact(mx.host, role, mx.preference, previous.first, now,
+                           previous.count + 1, walk)  # fmt: skip
+        return Contact(mx.host, role, mx.preference, now, now, 1, walk)
+
     async def record(
         self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
     ) -> Contact:
         """Note a contact at `mx`; `previous` (read just before) keeps the first time and count."""
-        if previous is not None and previous.role != "?":
-            contact = Contact(
-                mx.host,
-                mx.role.value,
-                mx.preference,
-                previous.first,
-                now,
-                previous.count + 1,
-                walk,
-            )
-        else:
-            contact = Contact(mx.host, mx.role.value, mx.preference, now, now, 1, walk)
+        if self.ledger is not None:
+            return self._keep_contact(self.ledger, ip, mx, now, walk, previous)
+        contact = self._contact_for(mx, now, walk, previous)
         value = contact.encode()
         if type(contact.first) is float and type(contact.last) is float:
             # the next read of this client's hash decodes this very value, to an equal
             # Contact (times decode as floats, so an int time would come back changed)
-            _contacts.remember((mx.host, value), contact)
+            parsed_contacts.remember((mx.host, value), contact)
         await self.state.hash_put(self.key(ip), mx.host, value, self.window, now)
         return contact
 
+    def record_now(
+        self, ip: IPAddress, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
+    ) -> Contact | NotNow:
+        """`record` without a coroutine, into the ledger; NOT_NOW over stored text."""
+        if self.ledger is None:
+            return NOT_NOW
+        return self._keep_contact(self.ledger, ip, mx, now, walk, previous)
+
+    def _keep_contact(
+        self,
+        ledger: Ledger,
+        ip: IPAddress,
+        mx: MxInfo,
+        now: float,
+        walk: Walk,
+        previous: Contact | None,
+    ) -> Contact:
+        contact = self._contact_for(mx, now, walk, previous)
+        kept = contact if exact_contact(contact) else Contact.decode(mx.host, contact.encode())
+        rec = sighting_for_write(ledger, self._keys.get(ip) or self.key(ip), now, self.window)
+        if kept is None:  # what the stored path would store and never read back
+            rec.contacts.pop(mx.host, None)
+        else:
+            rec.contacts[mx.host] = kept
+        return contact
+
     async def note_outcome(self, ip: IPAddress, host: str, outcome: Outcome, now: float) -> None:
+        if self.ledger is not None:
+            self._keep_outcome(self.ledger, ip, host, outcome, now)
+            return
         await self.state.hash_put(
             self.key(ip),
             host + OUTCOME_SUFFIX,
@@ -231,6 +212,9 @@ class Sightings:
         self, ip: IPAddress, host: str, outcome: Outcome, now: float
     ) -> NotNow | None:
         """`note_outcome` without a task, when the state can write at once; else NOT_NOW."""
+        if self.ledger is not None:
+            self._keep_outcome(self.ledger, ip, host, outcome, now)
+            return None
         done = self.state.hash_put_now(
             self.key(ip),
             host + OUTCOME_SUFFIX,
@@ -239,6 +223,45 @@ class Sightings:
             now,
         )
         return NOT_NOW if done is NOT_NOW else None
+
+    def note_answer_now(
+        self, ip: IPAddress, host: str, at: float, stage: str, action: str, code: int, reason: str
+    ) -> NotNow | None:
+        """`note_outcome_now(ip, host, Outcome(at, stage, ...), at)` into the ledger, without
+        making the Outcome (the event log's listener writes one per refusal); NOT_NOW over
+        stored text, and nothing was written."""
+        ledger = self.ledger
+        if ledger is None:
+            return NOT_NOW
+        if (
+            type(at) is not float
+            or type(code) is not int
+            or type(stage) is not str
+            or type(action) is not str
+            or type(reason) is not str
+            or "|" in stage
+            or "|" in action
+        ):  # not what decoding would give back: the general path says what is kept
+            self._keep_outcome(ledger, ip, host, Outcome(at, stage, action, code, reason), at)
+            return None
+        key = self._keys.get(ip) or self.key(ip)
+        rec = ledger.seen.get(key)
+        if rec is not None and rec.expires > at:  # sighting_for_write's usual case, inline
+            rec.expires = at + self.window
+        else:
+            rec = sighting_for_write(ledger, key, at, self.window)
+        rec.outcomes[host] = (at, stage, action, code, reason)
+        return None
+
+    def _keep_outcome(
+        self, ledger: Ledger, ip: IPAddress, host: str, outcome: Outcome, now: float
+    ) -> None:
+        kept = outcome if exact_outcome(outcome) else Outcome.decode(outcome.encode())
+        rec = sighting_for_write(ledger, self._keys.get(ip) or self.key(ip), now, self.window)
+        if kept is None:  # what the stored path would store and never read back
+            rec.outcomes.pop(host, None)
+        else:
+            rec.outcomes[host] = (kept.at, kept.stage, kept.action, kept.code, kept.reason)
 
     @staticmethod
     def _encode_outcome(outcome: Outcome) -> str:
@@ -251,5 +274,5 @@ class Sightings:
             and "|" not in outcome.stage
             and "|" not in outcome.action
         ):
-            _outcomes.remember(value, outcome)
+            parsed_outcomes.remember(value, outcome)
         return value

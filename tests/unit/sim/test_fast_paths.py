@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import ipaddress
 import pickle
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from mxguard.config import Config
 from mxguard.events import EventLog
 from mxguard.sim.addresses import SimAddress
 from mxguard.sim.decisions import decision_sink
+from mxguard.sim.layouts import make_layout
 from mxguard.sim.loop import fewer_collections
+from mxguard.sim.run import run_layouts
+from mxguard.sim.scenario import Scenario
+from mxguard.walk import blocklist, health, sightings
 
 
 def test_sim_addresses_behave_as_plain_ones() -> None:
@@ -43,3 +51,26 @@ def test_fewer_collections_puts_the_threshold_back() -> None:
     except RuntimeError:
         pass
     assert gc.get_threshold() == before
+
+
+def test_the_walk_ledger_gives_the_numbers_stored_text_gives(
+    small: Scenario, default_cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the memory state the walk keeps its records as objects (`walk/ledger.py`); with
+    the ledger switched off they go through the state as text, as over SQLite or Redis."""
+    layouts = [make_layout(default_cfg, name) for name in ("recommended", "all", "trap")]
+
+    def numbers() -> list[dict[str, Any]]:
+        out = []
+        for result in run_layouts(small, layouts):
+            d = dataclasses.asdict(result)
+            d.pop("wall")
+            out.append(d)
+        return out
+
+    with_ledger = numbers()
+    for module in (sightings, health, blocklist):
+        monkeypatch.setattr(module, "ledger_of", lambda state, objects=True: None)
+    as_text = numbers()
+    assert with_ledger == as_text
+    assert sum(r["contacts"] for r in with_ledger) > 1000

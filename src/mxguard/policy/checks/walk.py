@@ -31,7 +31,7 @@ Neither check reads the clock: time is `facts.now`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -70,6 +70,7 @@ class Tier:
         #: answers by preference: asked at every contact, and the tier only changes with a
         #: reload, which builds a new Tier
         self._lower: dict[int, tuple[TierMx, ...]] = {}
+        self._hosts: dict[int, tuple[str, ...]] = {}
 
     def lower(self, mx: MxInfo) -> list[TierMx]:
         if mx.preference is None:
@@ -83,12 +84,26 @@ class Tier:
             )
         return list(known)
 
+    def lower_hosts(self, mx: MxInfo) -> tuple[str, ...]:
+        """The names of `lower(mx)`, in its order (kept, as `lower` is)."""
+        if mx.preference is None:
+            return ()
+        hosts = self._hosts.get(mx.preference)
+        if hosts is None:
+            hosts = self._hosts[mx.preference] = tuple(m.host for m in self.lower(mx))
+        return hosts
+
 
 def seen_lower(
-    contacts: Mapping[str, Contact], lower: Sequence[TierMx], own_preference: int | None
+    contacts: Mapping[str, Contact],
+    lower: Sequence[TierMx],
+    own_preference: int | None,
+    hosts: Collection[str] | None = None,
 ) -> list[Contact]:
-    """The contacts that show a walk: at a host below this one, any outcome."""
-    hosts = {m.host for m in lower}
+    """The contacts that show a walk: at a host below this one, any outcome (`hosts`: the
+    names of `lower`, when the caller has them)."""
+    if hosts is None:
+        hosts = {m.host for m in lower}
     return [
         c
         for c in contacts.values()
@@ -108,10 +123,12 @@ def classify(
     lower: Sequence[TierMx],
     health: Mapping[str, MxHealth],
     walked: bool | None = None,
+    lower_healthy: bool | None = None,
 ) -> Walk:
     """The decision table's left half: how this client came here (pure).
 
-    `walked`: what `seen_lower` says, when the caller already asked it.
+    `walked`: what `seen_lower` says, and `lower_healthy`: whether `health` says every
+    lower host is healthy, when the caller already asked.
     """
     if role is Role.RETIRED:
         return Walk.RETIRED
@@ -119,7 +136,9 @@ def classify(
         return Walk.NOT_JUDGED
     if seen_lower(contacts, lower, own_preference) if walked is None else walked:
         return Walk.WALKED
-    if any(m.host not in health or not health[m.host].healthy for m in lower):
+    if lower_healthy is None:
+        lower_healthy = all(m.host in health and health[m.host].healthy for m in lower)
+    if not lower_healthy:
         return Walk.LOWER_UNHEALTHY
     return Walk.SKIPPED
 
@@ -210,69 +229,92 @@ class WalkGate(Check):
     def check_now(self, facts: Facts) -> Verdict | NotNow | None:
         # after connect, only traps and retired addresses have anything to say
         role = facts.mx.role
-        if facts.stage is not Stage.CONNECT and role not in TRAP_ROLES:
-            return None
-        if self.record and not self.exempted(facts):
-            if self.immediate:  # the state never waits: the whole check runs here
-                return complete_now(self.check(facts))
-            return NOT_NOW  # sightings to read and write
-        # Nothing to record or read (a tier nobody judges, an exempt client): `check` would
-        # answer from the role alone, so answer now and spare the session a task.
-        if facts.stage is Stage.CONNECT:
-            if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
-                return trap_verdict(role, None, Stage.CONNECT)
-            return None
-        return trap_verdict(role, None, Stage.RCPT)
-
-    async def check(self, facts: Facts) -> Verdict | None:
-        role = facts.mx.role
-        if facts.stage is Stage.CONNECT:
-            walk = None
-            if self.record and not self.exempted(facts):
-                walk = await self.judge_and_record(facts)
-            if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
-                return trap_verdict(role, walk, Stage.CONNECT)
-            return None
-        if role not in TRAP_ROLES:
+        connect = facts.stage is Stage.CONNECT
+        if not connect and role not in TRAP_ROLES:
             return None
         walk = None
         if self.record and not self.exempted(facts):
-            contact = await self.sightings.contact(facts.client_ip, facts.mx.host, facts.now)
-            walk = contact.walk if contact is not None else None
+            if not self.immediate:
+                return NOT_NOW  # sightings to read and write
+            # the state never waits: the whole check runs here
+            if connect:
+                walk = complete_now(self.judge_and_record(facts))
+            else:
+                known = self.sightings.walk_now(facts.client_ip, facts.mx.host, facts.now)
+                if isinstance(known, NotNow):  # an immediate state that stores text
+                    return complete_now(self.check(facts))
+                walk = known
+        # (with nothing to record or read, a tier nobody judges or an exempt client, the
+        # answer comes from the role alone)
+        return self._answer(facts, role, walk)
+
+    async def check(self, facts: Facts) -> Verdict | None:
+        role = facts.mx.role
+        if facts.stage is not Stage.CONNECT and role not in TRAP_ROLES:
+            return None
+        walk = None
+        if self.record and not self.exempted(facts):
+            ip, host, now = facts.client_ip, facts.mx.host, facts.now
+            if facts.stage is Stage.CONNECT:
+                walk = await self.judge_and_record(facts)
+            else:
+                known = self.sightings.walk_now(ip, host, now)
+                if isinstance(known, NotNow):
+                    known = await self.sightings.walk_of(ip, host, now)
+                walk = known
+        return self._answer(facts, role, walk)
+
+    def _answer(self, facts: Facts, role: Role, walk: Walk | None) -> Verdict | None:
+        """The gate's answer once the walk is known (None: not judged, or not recorded)."""
+        if facts.stage is Stage.CONNECT:
+            if role in TRAP_ROLES and self.answer_stage(facts.mx) is Stage.CONNECT:
+                return trap_verdict(role, walk, Stage.CONNECT)
+            return None
         return trap_verdict(role, walk, Stage.RCPT)
 
     async def judge_and_record(self, facts: Facts) -> Walk:
+        # Each step asks the `_now` twin first: over the memory state's ledger it answers
+        # at once, with no coroutine of its own (a judgement is several steps, at every
+        # contact); over SQLite or Redis it says NOT_NOW and the step is awaited.
         mx = facts.mx
         role = mx.role
         ip, now = facts.client_ip, facts.now
+        sightings = self.sightings
         lower = self.tier.lower(mx) if role in JUDGED else []
-        contacts: dict[str, Contact] = {}
-        health: dict[str, MxHealth] = {}
-        walked = None
+        contacts: Mapping[str, Contact] = {}
+        walked = lower_healthy = None
         if lower:
-            contacts = await self.sightings.contacts(ip, now)
+            # who was seen where is all this asks: outcomes are left off the contacts
+            seen = sightings.contacts_now(ip, now, outcomes=False)
+            if isinstance(seen, NotNow):
+                seen = await sightings.contacts(ip, now, outcomes=False)
+            contacts = seen
             previous = contacts.get(mx.host)
-            walked = bool(seen_lower(contacts, lower, mx.preference))
+            hosts = self.tier.lower_hosts(mx)
+            walked = bool(seen_lower(contacts, lower, mx.preference, hosts))
             if not walked:
-                health = await self.health.statuses((m.host for m in lower), now)
+                healthy = self.health.all_healthy_now(hosts, now)
+                if isinstance(healthy, NotNow):
+                    healthy = await self.health.all_healthy(hosts, now)
+                lower_healthy = healthy
         else:  # nothing below to have walked through: only this host's record matters
-            previous = await self.sightings.contact(ip, mx.host, now)
-        walk = classify(role, mx.preference, contacts, lower, health, walked)
-        await self.sightings.record(ip, mx, now, walk, previous)
+            found = sightings.contact_now(ip, mx.host, now)
+            if isinstance(found, NotNow):
+                found = await sightings.contact(ip, mx.host, now)
+            previous = found
+        walk = classify(role, mx.preference, contacts, lower, {}, walked, lower_healthy)
+        if sightings.record_now(ip, mx, now, walk, previous) is NOT_NOW:
+            await sightings.record(ip, mx, now, walk, previous)
         if blocklists(role, walk):
             note = self._why.get((role, walk, mx.preference))
             if note is None:  # the same words for every client this MX catches
                 note = self._why[role, walk, mx.preference] = why_blocked(role, walk, lower)
-            entry = BlockEntry(
-                network=self.blocklist.network(ip),
-                reason=role.value,
-                at=now,
-                until=now + self.blocklist_ttl,
-                by=mx.host,
-                client=str(ip),
-                note=note,
-            )
-            await self.blocklist.add(entry, now)
+            # (network, reason, at, until, by, client, note), by position: made at every
+            # contact a bot makes with the trap; str() of the role is its value
+            entry = BlockEntry(self.blocklist.network(ip), str(role), now,
+                               now + self.blocklist_ttl, mx.host, str(ip), note)  # fmt: skip
+            if self.blocklist.add_now(entry, now) is NOT_NOW:
+                await self.blocklist.add(entry, now)
         return walk
 
 
@@ -291,8 +333,17 @@ class BackupWalkCheck(Check):
         self.roles = frozenset({Role.BACKUP})
         self.sightings = sightings
 
+    def check_now(self, facts: Facts) -> Verdict | NotNow | None:
+        walk = self.sightings.walk_now(facts.client_ip, facts.mx.host, facts.now)
+        return walk if isinstance(walk, NotNow) else self._verdict(walk)
+
     async def check(self, facts: Facts) -> Verdict | None:
-        contact = await self.sightings.contact(facts.client_ip, facts.mx.host, facts.now)
-        if contact is None or contact.walk is not Walk.SKIPPED:
+        return self._verdict(
+            await self.sightings.walk_of(facts.client_ip, facts.mx.host, facts.now)
+        )
+
+    @staticmethod
+    def _verdict(walk: Walk | None) -> Verdict | None:
+        if walk is not Walk.SKIPPED:
             return None
         return tempfail("mx_walk", WALK_TEXT, 450, "4.7.1", soft=True)
