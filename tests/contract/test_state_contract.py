@@ -521,3 +521,29 @@ def test_sqlite_greylist_now_without_an_event_loop_writes_at_once(tmp_path: Path
             assert other.execute("SELECT count(*) FROM kv WHERE key = 'gl:s'").fetchone() == (1,)
     finally:
         asyncio.run(store.close())
+
+
+async def test_sqlite_group_commits_count_their_steps_towards_a_checkpoint(tmp_path: Path) -> None:
+    """The WAL grows by about a page per greylist step, however they are grouped: the steps,
+    not the commits, bring the next checkpoint (else a busy server's WAL grows unchecked)."""
+
+    class Counting(SqliteState):
+        CHECKPOINT_EVERY = 50
+        GROUP_MAX = 20
+        checkpoints = 0
+
+        def _checkpoint_soon(self) -> None:
+            self.checkpoints += 1
+            super()._checkpoint_soon()
+
+    store = Counting(tmp_path / "state.db")
+    await store.open()
+    try:
+        for i in range(300):
+            assert not isinstance(store.greylist_now(f"gl:{i}", T0, 60.0, 600.0, 3600.0), NotNow)
+        await store.get("anything", T0)  # writes what still waits
+        # 300 steps in 15 commits of 20: a checkpoint once 50 steps are passed (the commit
+        # that passes 50 may overshoot by a group), never none as 15 commits would give
+        assert store.checkpoints >= 300 // (50 + 20)
+    finally:
+        await store.close()

@@ -70,7 +70,8 @@ CREATE INDEX IF NOT EXISTS hash_expiry_expires ON hash_expiry(expires);
 class SqliteState(StateStore):
     kind = "sqlite"
 
-    #: fast-path commits between two checkpoints handed to the worker
+    #: fast-path commits (a group commit counts its steps) between two checkpoints handed
+    #: to the worker
     CHECKPOINT_EVERY = 2000
     #: how long a deferred greylist write waits for others to share its commit (seconds),
     GROUP_WINDOW = 0.005
@@ -137,11 +138,15 @@ class SqliteState(StateStore):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._since_checkpoint += 1
+        self._committed(1)
+        return True, result
+
+    def _committed(self, steps: int) -> None:
+        """Count steps written on the fast path; every CHECKPOINT_EVERY, a checkpoint."""
+        self._since_checkpoint += steps
         if self._since_checkpoint >= self.CHECKPOINT_EVERY and self._worker is not None:
             self._since_checkpoint = 0
             self._checkpoint_soon()
-        return True, result
 
     def _defer(self, keys: tuple[str, ...], write: Write) -> bool:
         """Queue `write` for the next group commit, or with no event loop to time one, write
@@ -173,7 +178,11 @@ class SqliteState(StateStore):
                     write(db)
 
             done, _ = self._try_now(group)
-            if not done:
+            if done:
+                # the WAL grows by about a page per step, not per commit: count the steps
+                # towards the next checkpoint, or a busy server's WAL would grow unchecked
+                self._committed(len(writes) - 1)
+            else:
                 assert self._worker is not None
                 self._flying += 1
                 self._worker.enqueue(group).add_done_callback(self._group_landed)

@@ -146,9 +146,7 @@ class Sightings:
         rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
         return None if rec is None else record_walk(rec, host, now, self.window)
 
-    def _contact_for(
-        self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None
-    ) -> Contact:
+    def _contact_for(self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None) -> Contact:
         role = str(mx.role)  # its value, without the enum property's cost
         if previous is not None and previous.role != "?":
             return Contact(mx.host, role, mx.preference, previous.first, now,
