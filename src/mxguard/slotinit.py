@@ -39,8 +39,8 @@ def fill_slots(cls: C) -> C:
         raise TypeError(f"{cls.__name__}: fill_slots is for frozen slotted dataclasses")
     if hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in params):
         raise TypeError(f"{cls.__name__}: fill_slots cannot reproduce this __init__")
-    env: dict[str, Any] = {"_FACTORY": _FACTORY}
-    args, body = [], []
+    env: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_type": type}
+    args, body, open_body = [], [], []
     for i, f in enumerate(params):
         env[f"_set{i}"] = cls.__dict__[f.name].__set__
         value = f.name
@@ -53,8 +53,21 @@ def fill_slots(cls: C) -> C:
             value = f"_factory{i}() if {f.name} is _FACTORY else {f.name}"
         else:
             args.append(f.name)
-        body.append(f"    _set{i}(self, {value})")
-    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body) + "\n"
+        body.append(f"        _set{i}(self, {value})")
+        open_body.append(f"        self.{f.name} = {value}")
+    if cls.__bases__ == (object,):
+        # The instance spends its `__init__` as an object of an open twin class with the
+        # very same slots (so CPython allows the `__class__` switch both ways): plain
+        # attribute stores there are the interpreter's cheapest, about half the cost of
+        # the descriptors' `__set__` calls, and this `__init__` runs for every `Facts`.
+        # Only for `cls` itself: a subclass may add slots of its own.
+        env["_Open"] = type(f"_{cls.__name__}Open", (), {"__slots__": cls.__dict__["__slots__"]})
+        env["_switch"] = object.__setattr__
+        first = ["    if _type(self) is _cls:", "        _switch(self, '__class__', _Open)",
+                 *open_body, "        self.__class__ = _cls", "    else:"]  # fmt: skip
+    else:
+        first = ["    if True:"]
+    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(first + body) + "\n"
     exec(source, env)
     init = env["__init__"]
     generated_init = cls.__dict__["__init__"]
