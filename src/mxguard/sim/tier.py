@@ -146,6 +146,9 @@ class Tier:
             (m for m in mxs if m.published),
             key=lambda m: m.preference if m.preference is not None else 65536,
         )
+        #: whether two records share a preference (`senders.in_order` shuffles those): with
+        #: none, the order is the records' own at every attempt
+        self.ties = any(a.preference == b.preference for a, b in itertools.pairwise(self.records))
         self.by_host = {m.host: m for m in mxs}
         primaries = [m for m in mxs if m.role is Role.PRIMARY]
         if not primaries:
