@@ -445,6 +445,8 @@ class Run:
         loop = self.loop
         if self.liveness is not None:
             self.liveness.start(EPOCH)
+        arrivals = []
+        start = self.start
         for p in self.population:
             beh = BEHAVIOURS[p.behaviour]
             msg = SimMessage(p.id, p.behaviour, p.spam, p.sender, p.recipients, p.valid,
@@ -452,7 +454,8 @@ class Run:
             msg.pending = list(p.recipients)
             msg.ip = client_ip(p.host, 1, self.rng) if beh.pool == 1 else None  # type: ignore[assignment]
             self.messages.append(msg)
-            loop.at(p.born, self.start, msg)
+            arrivals.append((p.born, start, (msg,)))
+        loop.series(arrivals)  # as loop.at for each, one in the heap at a time
         loop.run(EPOCH + self.scenario.duration + self.scenario.drain)
 
     def _result(self, wall: float) -> LayoutResult:
