@@ -359,7 +359,8 @@ class Tier:
             if action is _ACCEPT or action is Action.DISCARD:
                 accepted.append(rcpt)
                 continue
-            self._refused(mx, v)
+            reasons = mx.stats.reasons  # as _refused, inline: a refusal at most RCPTs
+            reasons[v.reason] = reasons.get(v.reason, 0) + 1
             code = v.code
             if action is Action.DISCONNECT:
                 closed = True
