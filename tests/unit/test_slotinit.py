@@ -70,3 +70,17 @@ def test_refuses_what_it_cannot_reproduce() -> None:
     for cls in (Mutable, Post, KeywordOnly):
         with pytest.raises(TypeError):
             fill_slots(cls)
+
+
+def test_the_instance_ends_its_init_as_the_class_itself() -> None:
+    # the fast path fills the slots as an open twin class, then switches back
+    x = Filled(1)
+    assert type(x) is Filled and x.c == [] and (x.a, x.b) == (1, "b")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        x.b = "c"  # type: ignore[misc]
+
+    class Sub(Filled):  # a subclass keeps the descriptors' path, and its type
+        pass
+
+    s = Sub(2, "s")
+    assert type(s) is Sub and dataclasses.astuple(s) == (2, "s", [])

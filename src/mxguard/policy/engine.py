@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from mxguard.policy.checks.base import Check, NotNow
 from mxguard.policy.facts import Facts, IPAddress, Role, Stage
 from mxguard.policy.networks import NetworkSet
-from mxguard.policy.verdict import ACCEPT, Verdict
+from mxguard.policy.verdict import ACCEPT, Action, Verdict
+
+_ACCEPT = Action.ACCEPT
 
 
 class PolicyEngine:
@@ -66,10 +68,12 @@ class PolicyEngine:
         plan = self._checks_for(facts.stage, facts.mx.role, screened)
         for i, check in enumerate(plan):
             verdict = check.check_now(facts)
-            if isinstance(verdict, NotNow):
-                return Pending(facts, plan, i)
-            if verdict is not None and verdict.is_final:
-                return verdict
+            if verdict is not None:
+                if isinstance(verdict, NotNow):
+                    return Pending(facts, plan, i)
+                # `verdict.is_final`, without a property call at every verdict of every stage
+                if verdict.action is not _ACCEPT:
+                    return verdict
         return ACCEPT
 
     async def decide(self, facts: Facts, screened: bool | None = None) -> Verdict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
-from collections.abc import Callable, Coroutine, Iterator
+import itertools
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -73,6 +74,43 @@ class EventLoop:
         self.live += 1
         t = when if when > self.now else self.now
         heapq.heappush(self._heap, (t, self._seq, False, fn, args))
+
+    def series(self, events: Sequence[tuple[float, Callable[..., None], tuple[Any, ...]]]) -> None:
+        """`at(when, fn, *args)` for each of `events`, given in time order, queued one at a
+        time: each takes its place in the heap when the one before it runs.
+
+        A run's arrivals (every message of the day) are known before it starts: queued all
+        at once they made the heap tens of thousands of entries deep, and every push and pop
+        of the whole run paid for that depth. Each event keeps the sequence number `at`
+        would have given it now, so the order of everything is the same.
+        """
+        if not events:
+            return
+        now = self.now
+        times = [when if when > now else now for when, _, _ in events]
+        if any(b < a for a, b in itertools.pairwise(times)):
+            for when, fn, args in events:  # not in order: one at a time would be wrong
+                self.at(when, fn, *args)
+            return
+        first = self._seq + 1
+        self._seq += len(events)
+        self.live += len(events)
+        step = self._series_step
+        heapq.heappush(self._heap, (times[0], first, False, step, (events, times, first, 0)))
+
+    def _series_step(
+        self,
+        events: Sequence[tuple[float, Callable[..., None], tuple[Any, ...]]],
+        times: list[float],
+        first: int,
+        i: int,
+    ) -> None:
+        j = i + 1
+        if j < len(events):  # the next one takes its place before this one runs
+            heapq.heappush(self._heap, (times[j], first + j, False, self._series_step,
+                                        (events, times, first, j)))  # fmt: skip
+        _, fn, args = events[i]
+        fn(*args)
 
     def housekeeping(self, when: float, fn: Callable[..., None], *args: Any) -> None:
         """Like `at`, for background chores (heartbeats): they alone do not keep a run going."""

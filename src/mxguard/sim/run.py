@@ -13,9 +13,10 @@ import contextlib
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 from random import Random
 
 from mxguard.config import Config, MxSettings
@@ -91,9 +92,28 @@ def draw_population(scenario: Scenario, cfg: Config, seed: int) -> list[Planned]
     the loop below only binds names locally (it draws tens of thousands of messages).
     """
     rng = Random(f"population:{seed}")
-    random, randrange, randint = rng.random, rng.randrange, rng.randint
-    choice, lognormvariate = rng.choice, rng.lognormvariate
+    # `randrange(n)`, `randint(a, b)` and `choice(seq)` each draw `_randbelow(width)` once and
+    # nothing else (CPython's random.py); calling it directly gives the same numbers without
+    # their argument checks, at every draw of tens of thousands of messages
+    # (`tests/unit/test_sim_draws.py` holds that to the public calls)
+    below: Callable[[int], int] = rng._randbelow  # type: ignore[attr-defined]
     domain, valid_rcpts = local_recipients(cfg)
+    n_valid = len(valid_rcpts)
+    with fewer_collections():  # what it allocates all lives on: young collections find nothing
+        out = _draw(scenario, rng, below, domain, valid_rcpts, n_valid)
+    out.sort(key=attrgetter("born", "id"))
+    return out
+
+
+def _draw(
+    scenario: Scenario,
+    rng: Random,
+    below: Callable[[int], int],
+    domain: str,
+    valid_rcpts: list[str],
+    n_valid: int,
+) -> list[Planned]:
+    random, lognormvariate = rng.random, rng.lognormvariate
     out: list[Planned] = []
     append = out.append
     host_base = 0
@@ -103,31 +123,32 @@ def draw_population(scenario: Scenario, cfg: Config, seed: int) -> list[Planned]
         hosts, spam, behaviour, valid_share = g.hosts, g.spam, g.behaviour, g.valid
         first, span = EPOCH + g.start, g.end - g.start
         fewest, most = g.recipients
+        if hosts < 1 or not 1 <= fewest <= most:  # as load_scenario checks: `below` needs it
+            raise ValueError(f"group {gi}: hosts {hosts}, recipients {g.recipients}")
         size_median = g.size
         for _ in range(g.count):
-            host = randrange(hosts)
+            host = below(hosts)
             born = first + random() * span
-            k = randint(fewest, most)
+            k = fewest + below(most - fewest + 1)
             rcpts: list[str] = []
             valid: set[str] = set()
             for _ in range(k):
                 if random() < valid_share:
-                    r = choice(valid_rcpts)
+                    r = valid_rcpts[below(n_valid)]
                     valid.add(r)
                 else:
-                    r = f"nobody{randrange(10**6)}@{domain}"
+                    r = f"nobody{below(10**6)}@{domain}"
                 if r not in rcpts:
                     rcpts.append(r)
             if spam:
-                sender = f"x{randrange(10**6)}@forged{randrange(1000)}.example"
+                sender = f"x{below(10**6)}@forged{below(1000)}.example"
             else:
-                sender = f"u{randrange(50)}@s{host_base + host}.{behaviour}.example"
+                sender = f"u{below(50)}@s{host_base + host}.{behaviour}.example"
             size = max(300, int(lognormvariate(0.0, 0.8) * size_median))
             n += 1
             append(Planned(n, gi, behaviour, spam, sender, tuple(rcpts), frozenset(valid), size,
                            born, host_base + host, host < listed_hosts))  # fmt: skip
         host_base += hosts * BEHAVIOURS[behaviour].pool
-    out.sort(key=lambda p: (p.born, p.id))
     return out
 
 
@@ -424,6 +445,8 @@ class Run:
         loop = self.loop
         if self.liveness is not None:
             self.liveness.start(EPOCH)
+        arrivals = []
+        start = self.start
         for p in self.population:
             beh = BEHAVIOURS[p.behaviour]
             msg = SimMessage(p.id, p.behaviour, p.spam, p.sender, p.recipients, p.valid,
@@ -431,7 +454,8 @@ class Run:
             msg.pending = list(p.recipients)
             msg.ip = client_ip(p.host, 1, self.rng) if beh.pool == 1 else None  # type: ignore[assignment]
             self.messages.append(msg)
-            loop.at(p.born, self.start, msg)
+            arrivals.append((p.born, start, (msg,)))
+        loop.series(arrivals)  # as loop.at for each, one in the heap at a time
         loop.run(EPOCH + self.scenario.duration + self.scenario.drain)
 
     def _result(self, wall: float) -> LayoutResult:

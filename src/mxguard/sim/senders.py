@@ -59,6 +59,14 @@ def by_preference(records: list[SimMx], rng: Random) -> list[SimMx]:
     return out
 
 
+def in_order(tier: Tier, rng: Random) -> list[SimMx]:
+    """`by_preference(tier.records, rng)`; asked at every attempt, and without equal
+    preferences that is the records' own order (no random draw either way)."""
+    if tier.ties:
+        return by_preference(tier.records, rng)
+    return tier.records[:]
+
+
 class Behaviour:
     """The shared shape; subclasses override what differs."""
 
@@ -76,7 +84,7 @@ class Behaviour:
     pool: ClassVar[int] = 1  # client addresses per sender host (new one per attempt)
 
     def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
-        return by_preference(tier.records, rng)
+        return in_order(tier, rng)
 
     def moves_on(self, c: Contact) -> bool:
         return True
@@ -199,7 +207,7 @@ class InApp(Behaviour):
     queueing = False
 
     def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
-        return by_preference(tier.records, rng)[:1]
+        return in_order(tier, rng)[:1]
 
 
 # ---------------------------------------------------------------- bots
@@ -214,7 +222,7 @@ class BotHighestFirst(Behaviour):
     queueing = False
 
     def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
-        return by_preference(tier.records, rng)[-1:]
+        return in_order(tier, rng)[-1:]
 
 
 class BotBackupFirst(Behaviour):
@@ -226,7 +234,7 @@ class BotBackupFirst(Behaviour):
     queueing = False
 
     def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
-        return list(reversed(by_preference(tier.records, rng)))
+        return in_order(tier, rng)[::-1]
 
     def moves_on(self, c: Contact) -> bool:
         return c.kind == REFUSED or c.kind == TIMEOUT
@@ -261,7 +269,7 @@ class BotPrimaryOnly(Behaviour):
     queueing = False
 
     def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
-        return by_preference(tier.records, rng)[:1]
+        return in_order(tier, rng)[:1]
 
 
 class RetryingSpamTool(Behaviour):

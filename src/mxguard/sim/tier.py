@@ -146,6 +146,9 @@ class Tier:
             (m for m in mxs if m.published),
             key=lambda m: m.preference if m.preference is not None else 65536,
         )
+        #: whether two records share a preference (`senders.in_order` shuffles those): with
+        #: none, the order is the records' own at every attempt
+        self.ties = any(a.preference == b.preference for a, b in itertools.pairwise(self.records))
         self.by_host = {m.host: m for m in mxs}
         primaries = [m for m in mxs if m.role is Role.PRIMARY]
         if not primaries:
@@ -278,6 +281,7 @@ class Tier:
     ) -> Contact:
         engine = self.engine
         decide = self._decide
+        decide_now = self._decide_now  # `decide` inline at connect and RCPT, the busiest
         info = mx.info
         ev = self.events
         sid = f"S{next(self._ids):X}"
@@ -303,7 +307,9 @@ class Tier:
             elif facts is None:
                 facts = Facts(_CONNECT, now, ip, info, sid, None, None, False, False, None,
                               None, (), None, None, None, trusted, extra)  # fmt: skip
-            v = decide(facts, screened)
+            v = decide_now(facts, screened)
+            if isinstance(v, Pending):
+                v = run_sync(v.finish())
             if v.action is not _ACCEPT and v.action is not Action.DISCARD:
                 self._refused(mx, v)
                 if ev is not None:
@@ -344,14 +350,17 @@ class Tier:
                 continue
             f = Facts(_RCPT, now, ip, info, sid, None, helo, True, False, sender, rcpt,
                       tuple(accepted), None, rcpt_dnsbl, None, trusted, extra)  # fmt: skip
-            v = decide(f, screened)
+            v = decide_now(f, screened)
+            if isinstance(v, Pending):
+                v = run_sync(v.finish())
             if ev is not None:
                 ev(f, v)
             action = v.action
             if action is _ACCEPT or action is Action.DISCARD:
                 accepted.append(rcpt)
                 continue
-            self._refused(mx, v)
+            reasons = mx.stats.reasons  # as _refused, inline: a refusal at most RCPTs
+            reasons[v.reason] = reasons.get(v.reason, 0) + 1
             code = v.code
             if action is Action.DISCONNECT:
                 closed = True

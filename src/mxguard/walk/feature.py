@@ -176,10 +176,12 @@ class WalkFeature:
         # not ours (ours are never marked), so the order does not change the answer
         if now - self.answer_marked.get(mx.host, -1e18) < self.health.interval / 2:
             return
-        if any(li.mx.host == mx.host for li in self.server.listeners):
+        listeners = self.server.listeners
+        if listeners and any(li.mx.host == mx.host for li in listeners):
             return  # our own listener: the heartbeat says more than its sessions
         self.answer_marked[mx.host] = now
-        self.spawn(self.health.answered(mx.host, now))
+        if self.health.answered_now(mx.host, now) is NOT_NOW:  # the ledger's: no coroutine
+            self.spawn(self.health.answered(mx.host, now))
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Keep what each MX answered, as the sightings' outcome field."""

@@ -235,6 +235,15 @@ class Health:
             return
         await self.state.delete(LIVE_PREFIX + host)
 
+    def answered_now(self, host: str, now: float) -> NotNow | None:
+        """`answered` without a coroutine, into the ledger; NOT_NOW over stored text (and
+        nothing was written). A connect hook asks it every few seconds per host."""
+        ledger = self.ledger
+        if ledger is None:
+            return NOT_NOW
+        ledger.answered[host] = (float(now), now + self.window)
+        return None
+
     async def answered(self, host: str, now: float) -> None:
         """A front end without heartbeats (policyd) saw `host` answer a client now."""
         if self.ledger is not None:

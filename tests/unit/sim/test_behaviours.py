@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from random import Random
 
 from mxguard.config import MxSettings
@@ -37,6 +38,7 @@ class FakeTier:
     def __init__(self, records: list[SimMx], retired: list[SimMx] | None = None) -> None:
         self.records = records
         self.retired = retired or []
+        self.ties = any(a.preference == b.preference for a, b in pairwise(records))  # as Tier
 
 
 FAKE0 = mx("fake0", Role.FAKE, 0)

@@ -21,6 +21,35 @@ from mxguard.sim.tier import Condition, SimMx, Tier
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def test_a_series_runs_as_the_same_events_queued_one_by_one() -> None:
+    """`series` keeps one event of its list in the heap at a time; every event, ties
+    included, must run where `at` for each would have put it, and count the same."""
+
+    def play(use_series: bool) -> tuple[list[tuple[float, str]], int]:
+        loop = EventLoop(100.0)
+        seen: list[tuple[float, str]] = []
+
+        def note(name: str, then: float | None = None) -> None:
+            seen.append((loop.now, name))
+            if then is not None:  # something the event itself queues, tying with others
+                loop.at(then, note, name + "+")
+
+        loop.at(103.0, note, "before")
+        items = [(99.0, note, ("early",)), (102.0, note, ("x", 103.0)), (103.0, note, ("y",)),
+                 (103.0, note, ("z", 103.0)), (110.0, note, ("last",))]  # fmt: skip
+        if use_series:
+            loop.series(items)
+        else:
+            for when, fn, args in items:
+                loop.at(when, fn, *args)
+        loop.at(103.0, note, "after")
+        loop.run(1e9)
+        return seen, loop.handled
+
+    assert play(True) == play(False)
+    assert [name for _, name in play(True)[0]][:3] == ["early", "x", "before"]
+
+
 def test_events_run_in_time_order_and_chores_do_not_keep_the_run_alive() -> None:
     loop = EventLoop(100.0)
     seen: list[tuple[float, str]] = []

@@ -246,6 +246,8 @@ class WalkGate(Check):
                 walk = known
         # (with nothing to record or read, a tier nobody judges or an exempt client, the
         # answer comes from the role alone)
+        if not connect:  # `_answer` at a trap's RCPT, without the call: every bot's RCPT
+            return trap_verdict(role, walk, Stage.RCPT)
         return self._answer(facts, role, walk)
 
     async def check(self, facts: Facts) -> Verdict | None:
