@@ -146,7 +146,11 @@ def layout_tables(r: LayoutResult, scenario: Scenario) -> list[Table]:
         title=f"{r.layout}: {r.title}",
         title_justify="left",
         caption=f"late = delivered more than {human_duration(scenario.late_after)} after "
-        "sending; delays are of the late messages (p50/p95/p99)",
+        "sending; delays are of the late messages (p50/p95/p99)\n"
+        "lost (no queue) = a sender with no queue (in-app mailers, devices) tries the first MX "
+        "once and never again: any refusal there, even a temporary one (a busy primary), loses "
+        "its message "
+        "(docs/simulate.md)",
         caption_justify="left",
     )
     for name in ("sender", "kind", "attempted", "delivered", "late", "late p50/p95/p99",
@@ -207,6 +211,15 @@ def compare_table(results: Sequence[LayoutResult]) -> Table:
     return t
 
 
+#: the feature modules (what `--format json` lists) as the table names them
+FEATURE_NAMES = {
+    "mxguard.greylist_feature": "greylisting",
+    "mxguard.queue.feature": "the backup's queue",
+    "mxguard.walk.feature": "the walk check and the trap-fed blocklist",
+    "mxguard.ops.feature": "metrics",
+}
+
+
 def print_report(
     console: Console, scenario: Scenario, results: Sequence[LayoutResult], compare: bool
 ) -> None:
@@ -218,8 +231,9 @@ def print_report(
     )
     if results:
         r0 = results[0]
-        console.print(f"checks: {', '.join(r0.checks)}")
-        console.print(f"features simulated: {', '.join(r0.features) or 'none'}")
+        console.print(f"checks (as named in the event log): {', '.join(r0.checks)}")
+        named = [FEATURE_NAMES.get(f, f) for f in r0.features]
+        console.print(f"features simulated: {', '.join(named) or 'none'}")
     for r in results:
         for table in layout_tables(r, scenario):
             console.print(table)

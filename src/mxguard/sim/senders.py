@@ -11,9 +11,9 @@ the runner (`sim/run.py`) does the rest:
 
 Sources (short names used below):
 
-- PF: docs/research/postfix-mx-walk.md, sections 0, 2 and 5 (Postfix 3.7 measured in mxlab,
-  and its source: smtp_connect.c, smtp_trouble.c, qmgr_active.c).
-- FA: docs/research/filtering-anchors.md, sections 3.2, 3.3 and 4.2, and the sources they cite:
+- PF: a real Postfix 3.7 walking a test domain's MX records, measured while the walk check
+  was built (docs/walk.md), and its source: smtp_connect.c, smtp_trouble.c, qmgr_active.c.
+- FA: published reports on senders that retry badly or never fall back, and their sources:
   the Exim spec ("Errors in outgoing SMTP", "Default retry rule", hosts_max_try), notqmail's
   qmail-remote.c and qmail-send.c, Microsoft's Exchange 2010 transport parameters, Gmail delay
   DSNs, Broadcom's Email Security.cloud note, Matt Simerson's nolisting report.

@@ -1,6 +1,6 @@
 """The walk check: did this client walk the MX records in order, as every real MTA does?
 
-Measured with a real Postfix (docs/research/postfix-mx-walk.md): each delivery attempt starts
+Measured with a real Postfix 3.7 (docs/walk.md): each delivery attempt starts
 at the lowest preference and moves up only after the host below refused, timed out, or
 answered 4xx, moments earlier. So a client at a backup or a trap that was not seen at any
 lower MX within `[walk].window`, while every lower MX was up and answering, jumped there
