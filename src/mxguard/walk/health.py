@@ -246,8 +246,7 @@ class Health:
 
     async def answered(self, host: str, now: float) -> None:
         """A front end without heartbeats (policyd) saw `host` answer a client now."""
-        if self.ledger is not None:
-            self.ledger.answered[host] = (float(now), now + self.window)
+        if self.answered_now(host, now) is None:  # kept in the ledger
             return
         await self.state.put(ANSWERED_PREFIX + host, repr(now), self.window, now)
 

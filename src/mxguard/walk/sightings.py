@@ -90,9 +90,9 @@ class Sightings:
         self, ip: IPAddress, now: float, outcomes: bool = True
     ) -> dict[str, Contact]:
         """This client's contacts by host (`decode_contacts`; `outcomes` as there)."""
-        if self.ledger is not None:
-            rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
-            return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
+        kept = self.contacts_now(ip, now, outcomes)
+        if not isinstance(kept, NotNow):
+            return kept
         fields = await self.state.hash_get(self.key(ip), now)
         return decode_contacts(fields, now, self.window, outcomes)
 
