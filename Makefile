@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint install clean
+.PHONY: serve test lint install compile clean
 
 $(BIN)/mxguard: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,11 @@ $(BIN)/mxguard: pyproject.toml
 	@touch $@
 
 install: $(BIN)/mxguard
+
+# Compile the hot modules again after editing one (until then they run from source: see
+# src/mxguard/compiled.py). MXGUARD_PURE=1 installs without compiling.
+compile: install
+	$(BIN)/pip install -q --no-deps -e .
 
 serve: install
 	$(BIN)/mxguard serve
@@ -27,4 +32,5 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) mxguard-data .pytest_cache .mypy_cache
+	rm -rf $(VENV) mxguard-data .pytest_cache .mypy_cache build src/mxguard/compiled.json
+	find src -name '*.so' -delete

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mxguard.levels import StoredLevel
-from mxguard.walk.blocklist import BlockEntry
+from mxguard.walk.blockentry import BlockEntry
 from mxguard.walk.feature import feature_of
 from tests.helpers.inproc import running
 

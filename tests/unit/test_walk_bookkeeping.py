@@ -21,7 +21,7 @@ from mxguard.events import EventLog
 from mxguard.policy.facts import Facts, MxInfo, Role, Stage
 from mxguard.policy.verdict import ACCEPT, Verdict, reject, tempfail
 from mxguard.state.memory import MemoryState
-from mxguard.walk.blocklist import BlockEntry
+from mxguard.walk.blockentry import BlockEntry
 from mxguard.walk.feature import WalkFeature
 from mxguard.walk.ledger import ledger_of
 from mxguard.walk.sightings import OUTCOME_SUFFIX, Contact, Outcome, Sightings, Walk

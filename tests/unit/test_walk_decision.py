@@ -21,7 +21,8 @@ from mxguard.policy.facts import Facts, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Action
 from mxguard.state.memory import MemoryState
-from mxguard.walk.blocklist import BlockEntry, Blocklist, network_of
+from mxguard.walk.blockentry import BlockEntry
+from mxguard.walk.blocklist import Blocklist, network_of
 from mxguard.walk.health import Health, MxHealth, judge_health
 from mxguard.walk.ledger import ledger_of
 from mxguard.walk.sightings import Contact, Outcome, Sightings, Walk, decode_contacts

@@ -20,7 +20,8 @@ from mxguard.policy.facts import MxInfo, Role
 from mxguard.state.base import StateStore
 from mxguard.state.memory import MemoryState
 from mxguard.state.sqlite import SqliteState
-from mxguard.walk.blocklist import BlockEntry, Blocklist
+from mxguard.walk.blockentry import BlockEntry
+from mxguard.walk.blocklist import Blocklist
 from mxguard.walk.health import Health
 from mxguard.walk.ledger import ledger_of
 from mxguard.walk.sightings import Outcome, Sightings, Walk

@@ -11,99 +11,19 @@ expiry for all of its fields); `list` drops those as it meets them.
 from __future__ import annotations
 
 import ipaddress
-import json
-import json.encoder
-from dataclasses import dataclass, fields
-from math import isfinite
 
 from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress
-from mxguard.slotinit import fill_slots
 from mxguard.state.base import StateStore
+from mxguard.walk.blockentry import BlockEntry, remember_parsed
 from mxguard.walk.ledger import Ledger, ledger_of
 
 BLOCK_PREFIX = "block:"
 INDEX_KEY = "blockidx:all"
 #: the index outlives every entry it lists; entries longer than this are refused
 MAX_TTL = 366 * 86400.0
-
-
-@fill_slots
-@dataclass(frozen=True, slots=True)
-class BlockEntry:
-    network: str
-    reason: str  # "trap", "retired" or "manual"
-    at: float
-    until: float
-    by: str  # the MX host that caught it, or "cli"
-    client: str = ""  # the address that was seen
-    note: str = ""  # why, in words: what the walk check knew, or the operator's text
-
-    def to_json(self) -> str:
-        """What json.dumps(asdict(self), separators=(",", ":"), sort_keys=True) gives.
-
-        Written out for the usual types (a bot at the trap renews its entry on every contact,
-        and the generic encoder took most of the renewal's time); anything else goes through
-        the encoder itself.
-        """
-        at, until = self.at, self.until
-        texts = (self.by, self.client, self.network, self.note, self.reason)
-        if (
-            type(at) is float
-            and type(until) is float
-            and isfinite(at)
-            and isfinite(until)
-            and all(type(t) is str for t in texts)
-        ):
-            by, client, network, note, reason = map(_quote, texts)
-            return (
-                f'{{"at":{at!r},"by":{by},"client":{client},"network":{network},'
-                f'"note":{note},"reason":{reason},"until":{until!r}}}'
-            )
-        return _encode_sorted(
-            {
-                "network": self.network,
-                "reason": self.reason,
-                "at": self.at,
-                "until": self.until,
-                "by": self.by,
-                "client": self.client,
-                "note": self.note,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, value: str) -> BlockEntry | None:
-        entry = _parsed.get(value)
-        if entry is not None:
-            return entry
-        try:
-            data = json.loads(value)
-            entry = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except (ValueError, TypeError, KeyError):
-            return None
-        return _parsed.remember(value, entry)
-
-
-_encode_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
-#: how that encoder writes a string (it escapes to ASCII by default)
-_quote = json.encoder.encode_basestring_ascii
-#: parsed entries by stored value: the blocklist check reads a listed client's entry at every
-#: RCPT, and a renewal reads the old one back
-_parsed: Memo[str, BlockEntry] = Memo(1 << 12)
-
-# to_json lists every field by name: fail at import if a field is added without it.
-assert [f.name for f in fields(BlockEntry)] == [
-    "network",
-    "reason",
-    "at",
-    "until",
-    "by",
-    "client",
-    "note",
-], "update BlockEntry.to_json for the new field"
 
 
 def network_of(target: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
@@ -193,9 +113,9 @@ class Blocklist:
             if old is not None and old.until >= entry.until:
                 return old
         value = entry.to_json()
-        if type(entry.at) is float and type(entry.until) is float:
+        if entry.round_trips():
             # the next read of this entry parses this very value, to an equal entry
-            _parsed.remember(value, entry)
+            remember_parsed(value, entry)
         await self.state.put(BLOCK_PREFIX + entry.network, value, ttl, now)
         await self.state.hash_put(INDEX_KEY, entry.network, value, MAX_TTL, now)
         return entry
@@ -215,7 +135,7 @@ class Blocklist:
             if old is not None and old.until >= entry.until:
                 return old
         # what parsing the stored text would give: the entry itself for the usual types
-        kept = entry if _exact(entry) else BlockEntry.from_json(entry.to_json())
+        kept = entry if entry.round_trips() else BlockEntry.from_json(entry.to_json())
         assert kept is not None  # the generic encoder's text always parses back
         if len(ledger.blocks) >= ledger.next_block_sweep:
             ledger.sweep_blocks(now)
@@ -274,20 +194,3 @@ def _ttl(entry: BlockEntry, now: float) -> float:
     if ttl <= 0:
         raise ValueError("the entry has already expired")
     return ttl
-
-
-def _exact(entry: BlockEntry) -> bool:
-    """Whether parsing `entry.to_json()` gives back an equal entry with the same field types
-    (the cases `to_json` writes itself; the rest go through the generic encoder)."""
-    at, until = entry.at, entry.until
-    return (
-        type(at) is float
-        and type(until) is float
-        and isfinite(at)
-        and isfinite(until)
-        and type(entry.network) is str
-        and type(entry.reason) is str
-        and type(entry.by) is str
-        and type(entry.client) is str
-        and type(entry.note) is str
-    )

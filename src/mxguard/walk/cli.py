@@ -27,7 +27,8 @@ from mxguard.config import Config, ConfigError, load_config, parse_duration
 from mxguard.policy.facts import IPAddress, Role
 from mxguard.policy.networks import NetworkSet
 from mxguard.state.base import StateStore
-from mxguard.walk.blocklist import MAX_TTL, BlockEntry, Blocklist, network_of
+from mxguard.walk.blockentry import BlockEntry
+from mxguard.walk.blocklist import MAX_TTL, Blocklist, network_of
 from mxguard.walk.health import Health
 from mxguard.walk.sightings import Sightings
 

@@ -23,7 +23,7 @@ from mxguard.state.base import StateStore
 from mxguard.state.memory import MemoryState
 
 if TYPE_CHECKING:
-    from mxguard.walk.blocklist import BlockEntry
+    from mxguard.walk.blockentry import BlockEntry
     from mxguard.walk.records import Contact
 
 #: an outcome's fields (at, stage, action, code, reason), exactly as decoding its stored text

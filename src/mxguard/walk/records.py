@@ -231,6 +231,13 @@ def exact_outcome(o: Outcome) -> bool:
     )
 
 
+def float_times(c: Contact) -> bool:
+    """Whether both times are floats, as decoding gives them. Asked here, not in the caller:
+    `walk/sightings.py` is compiled (setup.py), and compiled code turns an int read from a
+    float-typed field into a float before a `type()` test could see it."""
+    return type(c.first) is float and type(c.last) is float
+
+
 def exact_contact(c: Contact) -> bool:
     """Whether decoding `c`'s stored text gives `c` back (times as floats, and so on)."""
     return (

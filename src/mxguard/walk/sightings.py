@@ -30,6 +30,7 @@ from mxguard.walk.records import (
     decode_contacts,
     exact_contact,
     exact_outcome,
+    float_times,
     merge_outcomes,
     parsed_contacts,
     parsed_outcomes,
@@ -161,7 +162,7 @@ class Sightings:
             return self._keep_contact(self.ledger, ip, mx, now, walk, previous)
         contact = self._contact_for(mx, now, walk, previous)
         value = contact.encode()
-        if type(contact.first) is float and type(contact.last) is float:
+        if float_times(contact):
             # the next read of this client's hash decodes this very value, to an equal
             # Contact (times decode as floats, so an int time would come back changed)
             parsed_contacts.remember((mx.host, value), contact)
@@ -266,11 +267,6 @@ class Sightings:
         value = outcome.encode()
         # it decodes to an equal Outcome unless its words hold the separator or a field has
         # another type than decoding gives
-        if (
-            type(outcome.at) is float
-            and type(outcome.code) is int
-            and "|" not in outcome.stage
-            and "|" not in outcome.action
-        ):
+        if exact_outcome(outcome):
             parsed_outcomes.remember(value, outcome)
         return value

@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 from mxguard.policy.facts import Role
-from mxguard.walk.blocklist import BlockEntry
+from mxguard.walk.blockentry import BlockEntry
 from tests.helpers import senders
 from tests.helpers.walklab import PEER_IP, Lab, lab
 

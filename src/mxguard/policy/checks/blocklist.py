@@ -17,7 +17,8 @@ from typing import ClassVar, Literal
 from mxguard.policy.checks.base import NOT_NOW, Check, NotNow
 from mxguard.policy.facts import Facts, Role, Stage
 from mxguard.policy.verdict import Verdict, reject, tempfail
-from mxguard.walk.blocklist import BlockEntry, Blocklist
+from mxguard.walk.blockentry import BlockEntry
+from mxguard.walk.blocklist import Blocklist
 
 _NEVER_5XX = frozenset({Role.TRAP, Role.RETIRED})
 

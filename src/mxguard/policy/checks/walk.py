@@ -41,7 +41,8 @@ from mxguard.policy.facts import Facts, IPAddress, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Verdict, disconnect, tempfail
 from mxguard.state.base import complete_now
-from mxguard.walk.blocklist import BlockEntry, Blocklist
+from mxguard.walk.blockentry import BlockEntry
+from mxguard.walk.blocklist import Blocklist
 from mxguard.walk.health import Health, MxHealth
 from mxguard.walk.sightings import Contact, Sightings, Walk
 

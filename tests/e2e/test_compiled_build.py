@@ -1,0 +1,97 @@
+"""The mypyc-compiled build: it is what runs, it gives the sources' results, and an edited
+source is never shadowed by its stale extension (src/mxguard/compiled.py).
+
+Each case runs Python in a subprocess, so that the import machinery it changes stays there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mxguard
+from mxguard import compiled
+
+PURE = os.environ.get("MXGUARD_PURE", "") not in ("", "0")
+PROBE = (
+    "import mxguard, mxguard.sim.tier as t, mxguard.policy.engine as e;"
+    "print(mxguard.COMPILED, Path(t.__file__).suffix, Path(e.__file__).suffix)"
+)
+
+
+def python(code: str, path: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "MXGUARD_SOURCE"} | env
+    if path is not None:
+        environ["PYTHONPATH"] = str(path)
+    return subprocess.run(
+        [sys.executable, "-c", f"from pathlib import Path; {code}"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+
+
+def test_the_installed_build_is_compiled_unless_asked_not_to_be() -> None:
+    assert ("source" if PURE else "compiled") == mxguard.COMPILED
+    out = python(PROBE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == (["source", ".py", ".py"] if PURE else ["compiled", ".so", ".so"])
+    assert out.stderr == ""
+
+
+def test_mxguard_source_runs_the_sources() -> None:
+    out = python(PROBE, MXGUARD_SOURCE="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["source", ".py", ".py"]
+    assert out.stderr == ""
+
+
+def test_the_compiled_simulator_gives_the_sources_numbers() -> None:
+    run = "from mxguard.cli import main; main(['simulate', '--seed', '5', '--format', 'json'])"
+    compiled_run, source_run = python(run), python(run, MXGUARD_SOURCE="1")
+    assert compiled_run.returncode == 0 and source_run.returncode == 0, source_run.stderr
+    a, b = json.loads(compiled_run.stdout), json.loads(source_run.stdout)
+    assert a["layouts"][0]["contacts"] > 10_000  # a real run, not an empty one
+    assert a == b
+
+
+def copy_of_the_package(tmp_path: Path) -> Path:
+    root = tmp_path / "site"
+    shutil.copytree(compiled.ROOT / "mxguard", root / "mxguard")
+    for lib in compiled.ROOT.glob("*__mypyc*"):  # the shared library of a compiled build
+        shutil.copy2(lib, root / lib.name)
+    return root
+
+
+def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    as_built = python(PROBE, root)
+    assert as_built.returncode == 0, as_built.stderr
+    assert as_built.stdout.split()[0] == ("source" if PURE else "compiled")
+    if PURE:
+        assert not (root / "mxguard" / "compiled.json").exists()
+        return
+    tier = root / "mxguard" / "sim" / "tier.py"
+    tier.write_text(tier.read_text() + "\nEDITED = True\n")
+    edited = python(PROBE + "; print(t.EDITED)", root)
+    assert edited.returncode == 0, edited.stderr
+    # every compiled module runs from source, not only the edited one
+    assert edited.stdout.split() == ["stale", ".py", ".py", "True"]
+    assert "mxguard/sim/tier.py changed since the compiled modules were built" in edited.stderr
+
+
+def test_stale_sources_names_each_changed_or_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("A = 1\n")
+    (tmp_path / "b.py").write_text("B = 1\n")
+    recorded = {rel: compiled.hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+                for rel in ("a.py", "b.py")}  # fmt: skip
+    assert compiled.stale_sources(tmp_path, recorded) == []
+    (tmp_path / "b.py").write_text("B = 2\n")
+    assert compiled.stale_sources(tmp_path, recorded) == ["b.py"]
+    (tmp_path / "a.py").unlink()
+    assert compiled.stale_sources(tmp_path, recorded) == ["a.py", "b.py"]
