@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: serve test lint install compile clean
 
-$(BIN)/mxguard: pyproject.toml
+$(BIN)/mxguard: pyproject.toml setup.py
+	@echo "installing mxguard and its dependencies into $(VENV); the first time takes a few minutes (it compiles the hot modules)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -22,14 +23,16 @@ serve: install
 	$(BIN)/mxguard serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
 	$(BIN)/mypy --strict src
 
 test: install
 	bash scripts/system-deps.sh
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
 	$(BIN)/mypy --strict src
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@echo "the unit tests again, on the sources the compiled modules were built from"
+	MXGUARD_SOURCE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/e2e/test_compiled_build.py
 
 clean:
 	rm -rf $(VENV) mxguard-data .pytest_cache .mypy_cache build src/mxguard/compiled.json

@@ -3,7 +3,8 @@
 Why: the simulator and the policy path spend their time in many small, typed Python calls,
 and a flat profile leaves nothing big to rewrite. mypyc turns the modules in COMPILED into C
 extensions (about 1.35x on `bench/simulate`) while the .py files stay the one source: the
-package works the same without them. `MXGUARD_PURE=1` skips compiling (no C compiler needed).
+package works the same without them. `MXGUARD_PURE=1` skips compiling, and a machine without
+a C compiler or Python's headers gets the pure package too, with a warning.
 
 Next to the extensions the build writes `mxguard/compiled.json`, the digest of every compiled
 source: `mxguard/compiled.py` checks it at import and runs the sources instead of extensions
@@ -15,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 SRC = Path(__file__).resolve().parent / "src"
 
@@ -25,7 +28,9 @@ SRC = Path(__file__).resolve().parent / "src"
 # no __slots__, no subclass of a builtin other than Exception, no class that interpreted
 # code subclasses or that slotinit refills (the frozen records stay interpreted).
 COMPILED = [
+    "mxguard/memo.py",
     "mxguard/policy/address.py",
+    "mxguard/policy/build.py",
     "mxguard/policy/engine.py",
     "mxguard/policy/networks.py",
     "mxguard/policy/checks/access.py",
@@ -36,15 +41,19 @@ COMPILED = [
     "mxguard/policy/checks/recipients.py",
     "mxguard/policy/checks/relay.py",
     "mxguard/policy/checks/walk.py",
+    "mxguard/recipients.py",
     "mxguard/sim/backup.py",
     "mxguard/sim/decisions.py",
     "mxguard/sim/liveness.py",
+    "mxguard/sim/model.py",
     "mxguard/sim/run.py",
     "mxguard/sim/senders.py",
     "mxguard/sim/tier.py",
+    "mxguard/walk/blocklist.py",
     "mxguard/walk/feature.py",
     "mxguard/walk/health.py",
     "mxguard/walk/ledger.py",
+    "mxguard/walk/sightings.py",
 ]
 
 
@@ -52,14 +61,42 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compiled_extensions() -> list[object]:
-    marker = SRC / "mxguard" / "compiled.json"
-    # An editable install builds in place: drop what an earlier build left, or a module taken
-    # off the list (or every module, with MXGUARD_PURE) would still import as its old build.
-    for old in [*SRC.glob("*__mypyc*.so"), *(SRC / "mxguard").rglob("*.so")]:
+def forget_builds(root: Path) -> None:
+    """Drop the extensions and the digests an earlier build left under `root`."""
+    (root / "mxguard" / "compiled.json").unlink(missing_ok=True)
+    for old in [*root.glob("*__mypyc*.so"), *(root / "mxguard").rglob("*.so")]:
         old.unlink()
+
+
+class OptionalBuildExt(build_ext):
+    """Compile if this machine can, then record what was compiled; if it cannot, install the
+    pure package and say so.
+
+    An editable install builds in place, in the source tree; a wheel builds into its own
+    directory and leaves the source tree (and any editable build in it) alone.
+    """
+
+    def run(self) -> None:
+        target = SRC if self.inplace else Path(self.build_lib)
+        # what an earlier build left (a module since taken off the list would still import)
+        forget_builds(target)
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Python.h, out of memory: never fatal
+            sys.stderr.write(
+                f"mxguard: compiling the hot modules failed ({exc}); installing them as pure"
+                " Python, which works the same, slower. Install gcc and the Python headers"
+                " (Debian: build-essential python3-dev) and reinstall to compile them.\n"
+            )
+            forget_builds(target)
+            return
+        digests = {m: digest(SRC / m) for m in COMPILED}
+        (target / "mxguard" / "compiled.json").write_text(json.dumps(digests, indent=1) + "\n")
+
+
+def compiled_extensions() -> list[object]:
     if os.environ.get("MXGUARD_PURE"):
-        marker.unlink(missing_ok=True)
+        forget_builds(SRC)  # an editable build's extensions would still shadow the sources
         return []
     from mypyc.build import mypycify
 
@@ -68,8 +105,7 @@ def compiled_extensions() -> list[object]:
     options = ["--config-file=", "--python-version=3.11", "--ignore-missing-imports"]
     sources = [f"src/{m}" for m in COMPILED]
     extensions: list[object] = mypycify(options + sources, opt_level="3", debug_level="0")
-    marker.write_text(json.dumps({m: digest(SRC / m) for m in COMPILED}, indent=1) + "\n")
     return extensions
 
 
-setup(ext_modules=compiled_extensions())
+setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})

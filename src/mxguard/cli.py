@@ -9,13 +9,15 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from mxguard import __version__
+from mxguard import COMPILED, __version__
 from mxguard.cliutil import config_option, err, fail, run_daemon
 from mxguard.config import ConfigError, effective_toml, load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "-V", "--version", prog_name="mxguard")
+@click.version_option(
+    __version__, "-V", "--version", message=f"%(prog)s %(version)s ({COMPILED})", prog_name="mxguard"
+)
 def main() -> None:
     """mxguard guards a domain's whole MX tier (primary, backup, trap and retired addresses)
     with one policy and one shared state.
@@ -68,8 +70,9 @@ def check_config(config_path: str | None, quiet: bool) -> None:
 
 @main.command()
 def version() -> None:
-    """Print the version."""
-    click.echo(f"mxguard {__version__}")
+    """Print the version, and how the hot modules run: compiled, source (a pure install, or
+    MXGUARD_SOURCE=1) or stale (a source changed since they were compiled)."""
+    click.echo(f"mxguard {__version__} ({COMPILED})")
 
 
 def _register_optional() -> None:

@@ -17,7 +17,7 @@ import importlib.util
 import json
 import os
 import sys
-from importlib.machinery import ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
@@ -46,14 +46,17 @@ class SourceFirst:
 
 
 def stale_sources(root: Path, recorded: dict[str, str]) -> list[str]:
-    """The recorded sources (paths under `root`) whose digest is not the recorded one."""
+    """The recorded sources (paths under `root`) whose digest is not the recorded one, or
+    whose extension is gone (a build that stopped half way)."""
+    suffix = EXTENSION_SUFFIXES[0]
     stale = []
     for rel, want in recorded.items():
+        source = root / rel
         try:
-            have = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+            have = hashlib.sha256(source.read_bytes()).hexdigest()
         except OSError:
             have = ""
-        if have != want:
+        if have != want or not source.with_suffix(suffix).exists():
             stale.append(rel)
     return stale
 
@@ -74,7 +77,7 @@ def check(root: Path = ROOT, marker: Path = MARKER) -> Status:
         return "source"
     more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
     sys.stderr.write(
-        f"mxguard: warning: {stale[0]}{more} changed since the compiled modules were built;"
+        f"mxguard: warning: {stale[0]}{more} changed since the compiled modules were built (or lost its build);"
         " running them from source (slower). `make compile` builds them again.\n"
     )
     return "stale"

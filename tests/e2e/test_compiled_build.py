@@ -17,6 +17,8 @@ import mxguard
 from mxguard import compiled
 
 PURE = os.environ.get("MXGUARD_PURE", "") not in ("", "0")
+#: this test run itself runs the sources (`make test` runs the unit tests so too)
+SOURCE = os.environ.get("MXGUARD_SOURCE", "") not in ("", "0")
 PROBE = (
     "import mxguard, mxguard.sim.tier as t, mxguard.policy.engine as e;"
     "print(mxguard.COMPILED, Path(t.__file__).suffix, Path(e.__file__).suffix)"
@@ -37,11 +39,17 @@ def python(code: str, path: Path | None = None, **env: str) -> subprocess.Comple
 
 
 def test_the_installed_build_is_compiled_unless_asked_not_to_be() -> None:
-    assert ("source" if PURE else "compiled") == mxguard.COMPILED
+    assert ("source" if PURE or SOURCE else "compiled") == mxguard.COMPILED
     out = python(PROBE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == (["source", ".py", ".py"] if PURE else ["compiled", ".so", ".so"])
     assert out.stderr == ""
+
+
+def test_version_says_how_the_hot_modules_run() -> None:
+    version = "from mxguard.cli import main; main(['version'])"
+    assert python(version).stdout.strip().endswith("(source)" if PURE else "(compiled)")
+    assert python(version, MXGUARD_SOURCE="1").stdout.strip().endswith("(source)")
 
 
 def test_mxguard_source_runs_the_sources() -> None:
@@ -82,16 +90,20 @@ def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> Non
     assert edited.returncode == 0, edited.stderr
     # every compiled module runs from source, not only the edited one
     assert edited.stdout.split() == ["stale", ".py", ".py", "True"]
-    assert "mxguard/sim/tier.py changed since the compiled modules were built" in edited.stderr
+    assert "mxguard/sim/tier.py changed since the compiled modules were built (or lost" in edited.stderr
 
 
-def test_stale_sources_names_each_changed_or_missing_file(tmp_path: Path) -> None:
-    (tmp_path / "a.py").write_text("A = 1\n")
-    (tmp_path / "b.py").write_text("B = 1\n")
+def test_stale_sources_names_each_changed_missing_or_unbuilt_file(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text(f"{name.upper()} = 1\n")
+        (tmp_path / f"{name}{compiled.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
     recorded = {rel: compiled.hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
                 for rel in ("a.py", "b.py")}  # fmt: skip
     assert compiled.stale_sources(tmp_path, recorded) == []
     (tmp_path / "b.py").write_text("B = 2\n")
+    assert compiled.stale_sources(tmp_path, recorded) == ["b.py"]
+    (tmp_path / "b.py").write_text("B = 1\n")
+    (tmp_path / f"b{compiled.EXTENSION_SUFFIXES[0]}").unlink()
     assert compiled.stale_sources(tmp_path, recorded) == ["b.py"]
     (tmp_path / "a.py").unlink()
     assert compiled.stale_sources(tmp_path, recorded) == ["a.py", "b.py"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from random import Random
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from mxguard.sim.model import (
     BANNER_4XX,
@@ -36,18 +36,9 @@ from mxguard.sim.model import (
     Contact,
     SimMessage,
 )
-from mxguard.sim.tier import SimMx
+from mxguard.sim.tier import SimMx, Tier
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
-
-
-class Records(Protocol):
-    """What a behaviour reads of the tier (`sim.tier.Tier`). A protocol, not the class: the
-    compiled build checks a parameter's class, and tests hand the models a plain stand-in."""
-
-    records: list[SimMx]
-    retired: list[SimMx]
-    ties: bool
 
 
 def by_preference(records: list[SimMx], rng: Random) -> list[SimMx]:
@@ -68,7 +59,7 @@ def by_preference(records: list[SimMx], rng: Random) -> list[SimMx]:
     return out
 
 
-def in_order(tier: Records, rng: Random) -> list[SimMx]:
+def in_order(tier: Tier, rng: Random) -> list[SimMx]:
     """`by_preference(tier.records, rng)`; asked at every attempt, and without equal
     preferences that is the records' own order (no random draw either way)."""
     if tier.ties:
@@ -92,7 +83,7 @@ class Behaviour:
     send_to_all: ClassVar[bool] = False  # one copy to every MX at once
     pool: ClassVar[int] = 1  # client addresses per sender host (new one per attempt)
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         return in_order(tier, rng)
 
     def moves_on(self, c: Contact) -> bool:
@@ -215,7 +206,7 @@ class InApp(Behaviour):
     )
     queueing = False
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         return in_order(tier, rng)[:1]
 
 
@@ -230,7 +221,7 @@ class BotHighestFirst(Behaviour):
     )
     queueing = False
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         return in_order(tier, rng)[-1:]
 
 
@@ -242,7 +233,7 @@ class BotBackupFirst(Behaviour):
     )
     queueing = False
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         return in_order(tier, rng)[::-1]
 
     def moves_on(self, c: Contact) -> bool:
@@ -265,7 +256,7 @@ class BotCached(Behaviour):
     )
     queueing = False
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         if tier.retired:
             return tier.retired[:1]
         real = [m for m in tier.records if m.role.value != "fake"]
@@ -277,7 +268,7 @@ class BotPrimaryOnly(Behaviour):
     source = "bot that tries the first (lowest) MX record once, no fallback, no retry (seed 003)"
     queueing = False
 
-    def hosts(self, tier: Records, rng: Random) -> list[SimMx]:
+    def hosts(self, tier: Tier, rng: Random) -> list[SimMx]:
         return in_order(tier, rng)[:1]
 
 

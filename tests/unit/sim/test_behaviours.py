@@ -1,12 +1,11 @@
-"""Each sender model's own decisions, without a tier behind them."""
+"""Each sender model's own decisions, on a tier of records that no session reaches."""
 
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from random import Random
 
-from mxguard.config import MxSettings
+from mxguard.config import MxSettings, load_config
 from mxguard.policy.facts import Role
 from mxguard.sim.model import (
     BANNER_4XX,
@@ -17,8 +16,9 @@ from mxguard.sim.model import (
     Contact,
     SimMessage,
 )
+from mxguard.sim.policy import build_sim_engine, build_sim_server
 from mxguard.sim.senders import BEHAVIOURS, by_preference
-from mxguard.sim.tier import SimMx
+from mxguard.sim.tier import SimMx, Tier
 
 DAY = 86400.0
 
@@ -34,11 +34,9 @@ def msg(born: float = 0.0, attempts: int = 1) -> SimMessage:
     return m
 
 
-class FakeTier:
-    def __init__(self, records: list[SimMx], retired: list[SimMx] | None = None) -> None:
-        self.records = records
-        self.retired = retired or []
-        self.ties = any(a.preference == b.preference for a, b in pairwise(records))  # as Tier
+def tier(*mxs: SimMx) -> Tier:
+    cfg = load_config(None)
+    return Tier(cfg, build_sim_engine(build_sim_server(cfg)), list(mxs), Random(0))
 
 
 FAKE0 = mx("fake0", Role.FAKE, 0)
@@ -46,7 +44,7 @@ PRIMARY = mx("mail", Role.PRIMARY, 10)
 BACKUP = mx("backup", Role.BACKUP, 20)
 TRAP = mx("trap", Role.TRAP, 30)
 RETIRED = mx("old", Role.RETIRED, None)
-TIER = FakeTier([FAKE0, PRIMARY, BACKUP, TRAP], [RETIRED])
+TIER = tier(FAKE0, PRIMARY, BACKUP, TRAP, RETIRED)
 RNG = Random(1)
 
 
@@ -128,7 +126,7 @@ def test_bots_choose_their_targets() -> None:
         "trap", "backup", "mail", "fake0"]  # fmt: skip
     assert not BEHAVIOURS["bot_backup_first"].moves_on(Contact(SESSION, 450))
     assert [m.host for m in BEHAVIOURS["bot_cached"].hosts(TIER, RNG)] == ["old"]
-    no_retired = FakeTier([FAKE0, PRIMARY, BACKUP])
+    no_retired = tier(FAKE0, PRIMARY, BACKUP)
     assert [m.host for m in BEHAVIOURS["bot_cached"].hosts(no_retired, RNG)] == ["backup"]
     assert [m.host for m in BEHAVIOURS["bot_first_mx"].hosts(TIER, RNG)] == ["fake0"]
     assert BEHAVIOURS["bot_all_mx"].send_to_all
