@@ -16,7 +16,11 @@ from mxguard.config import ConfigError, effective_toml, load_config
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(
-    __version__, "-V", "--version", message=f"%(prog)s %(version)s ({COMPILED})", prog_name="mxguard"
+    __version__,
+    "-V",
+    "--version",
+    message=f"%(prog)s %(version)s ({COMPILED})",
+    prog_name="mxguard",
 )
 def main() -> None:
     """mxguard guards a domain's whole MX tier (primary, backup, trap and retired addresses)

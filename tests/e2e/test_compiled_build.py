@@ -90,7 +90,10 @@ def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> Non
     assert edited.returncode == 0, edited.stderr
     # every compiled module runs from source, not only the edited one
     assert edited.stdout.split() == ["stale", ".py", ".py", "True"]
-    assert "mxguard/sim/tier.py changed since the compiled modules were built (or lost" in edited.stderr
+    assert (
+        "mxguard/sim/tier.py changed since the compiled modules were built (or lost"
+        in edited.stderr
+    )
 
 
 def test_stale_sources_names_each_changed_missing_or_unbuilt_file(tmp_path: Path) -> None:
