@@ -63,9 +63,8 @@ def test_the_compiled_simulator_gives_the_sources_numbers() -> None:
     run = "from mxguard.cli import main; main(['simulate', '--seed', '5', '--format', 'json'])"
     compiled_run, source_run = python(run), python(run, MXGUARD_SOURCE="1")
     assert compiled_run.returncode == 0 and source_run.returncode == 0, source_run.stderr
-    a, b = json.loads(compiled_run.stdout), json.loads(source_run.stdout)
-    assert a["layouts"][0]["contacts"] > 10_000  # a real run, not an empty one
-    assert a == b
+    assert json.loads(compiled_run.stdout)["layouts"][0]["contacts"] > 10_000  # a real run
+    assert compiled_run.stdout == source_run.stdout
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
