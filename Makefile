@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint install compile clean
+.PHONY: serve test lint install compile system-deps clean
 
 $(BIN)/mxguard: pyproject.toml setup.py
 	@echo "installing mxguard and its dependencies into $(VENV); the first time takes a few minutes (it compiles the hot modules)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@$(BIN)/mxguard version
 	@touch $@
 
 install: $(BIN)/mxguard
@@ -18,6 +19,12 @@ install: $(BIN)/mxguard
 # src/mxguard/compiled.py). MXGUARD_PURE=1 installs without compiling.
 compile: install
 	$(BIN)/pip install -q --no-deps -e .
+	@$(BIN)/mxguard version
+
+# The Debian packages the tests talk to, and gcc with Python's headers for the compiled build
+# (as root: apt-get; otherwise it prints the command). Before the install, so that it compiles.
+system-deps:
+	bash scripts/system-deps.sh
 
 serve: install
 	$(BIN)/mxguard serve
@@ -26,8 +33,7 @@ lint: install
 	$(BIN)/ruff check src tests bench setup.py
 	$(BIN)/mypy --strict src
 
-test: install
-	bash scripts/system-deps.sh
+test: system-deps install
 	$(BIN)/ruff check src tests bench setup.py
 	$(BIN)/mypy --strict src
 	$(BIN)/python -m pytest -q -p no:cacheprovider

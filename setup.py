@@ -2,13 +2,14 @@
 
 Why: the simulator and the policy path spend their time in many small, typed Python calls,
 and a flat profile leaves nothing big to rewrite. mypyc turns the modules in COMPILED into C
-extensions (about 1.35x on `bench/simulate`) while the .py files stay the one source: the
+extensions (about 1.3x on `bench/simulate`) while the .py files stay the one source: the
 package works the same without them. `MXGUARD_PURE=1` skips compiling, and a machine without
-a C compiler or Python's headers gets the pure package too, with a warning.
+a C compiler or Python's headers gets the pure package too (`mxguard version` says which).
 
-Next to the extensions the build writes `mxguard/compiled.json`, the digest of every compiled
-source: `mxguard/compiled.py` checks it at import and runs the sources instead of extensions
-that no longer match them (an edited file in an editable install).
+Next to the extensions the build writes `mxguard/compiled.json`: the digest of every compiled
+source as mypyc read it, and the name of the shared library. `mxguard/compiled.py` checks it
+at import and runs the sources instead of extensions that no longer match them (an edited
+file in an editable install).
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 SRC = Path(__file__).resolve().parent / "src"
+#: the setup commands that build: the others (metadata, requirements) need no extensions
+BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop"}
+#: what the extensions are built from, read before mypyc reads the sources
+RECORD: dict[str, object] = {}
 
-# The modules on the simulator's and the policy's hot paths. Each must compile under mypyc:
-# no __slots__, no subclass of a builtin other than Exception, no class that interpreted
-# code subclasses or that slotinit refills (the frozen records stay interpreted).
+# The modules on the simulator's and the policy's hot paths. What a module must be to go on
+# the list is in docs/design.md ("Compiled modules"): typed as it really is at run time, no
+# `type(x) is float` on a float-typed value, no class that interpreted code subclasses.
 COMPILED = [
     "mxguard/memo.py",
     "mxguard/policy/address.py",
@@ -86,25 +92,38 @@ class OptionalBuildExt(build_ext):
             sys.stderr.write(
                 f"mxguard: compiling the hot modules failed ({exc}); installing them as pure"
                 " Python, which works the same, slower. Install gcc and the Python headers"
-                " (Debian: build-essential python3-dev) and reinstall to compile them.\n"
+                " (Debian: gcc python3-dev) and reinstall to compile them.\n"
             )
             forget_builds(target)
             return
-        digests = {m: digest(SRC / m) for m in COMPILED}
-        (target / "mxguard" / "compiled.json").write_text(json.dumps(digests, indent=1) + "\n")
+        if RECORD:
+            marker = target / "mxguard" / "compiled.json"
+            partial = marker.with_suffix(".json.part")
+            partial.write_text(json.dumps(RECORD, indent=1) + "\n")
+            partial.replace(marker)  # a reader never sees half of it
 
 
-def compiled_extensions() -> list[object]:
+def compiled_extensions() -> list[Any]:
     if os.environ.get("MXGUARD_PURE"):
         forget_builds(SRC)  # an editable build's extensions would still shadow the sources
         return []
-    from mypyc.build import mypycify
-
+    if not BUILDING.intersection(sys.argv[1:]):
+        return []
+    sources = {m: digest(SRC / m) for m in COMPILED}  # before mypyc reads them
     # The build environment has none of the runtime dependencies: their modules type as Any
     # here (mypyc treats them as plain Python objects anyway); `make lint` is the strict check.
     options = ["--config-file=", "--python-version=3.11", "--ignore-missing-imports"]
-    sources = [f"src/{m}" for m in COMPILED]
-    extensions: list[object] = mypycify(options + sources, opt_level="3", debug_level="0")
+    try:
+        from mypyc.build import mypycify
+
+        extensions: list[Any] = mypycify(
+            options + [f"src/{m}" for m in COMPILED], opt_level="3", debug_level="0"
+        )
+    except (Exception, SystemExit) as exc:  # mypy missing, or a type error it stops on
+        sys.stderr.write(f"mxguard: mypyc could not compile ({exc!r}); installing pure Python\n")
+        return []
+    shared = [e.name for e in extensions if e.name.endswith("__mypyc")]
+    RECORD.update(sources=sources, shared=shared)
     return extensions
 
 

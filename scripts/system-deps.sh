@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite talks to (real peers, not mocks), when missing.
+# Install the Debian packages the test suite talks to (real peers, not mocks), and what
+# compiling mxguard's hot modules needs (gcc, Python's headers), when missing.
 # Needs root for apt-get; without it, prints the command to run instead.
 set -euo pipefail
 
-packages=(swaks postfix redis-server postgrey pflogsumm chromium tmux procps)
+packages=(gcc python3-dev swaks postfix redis-server postgrey pflogsumm chromium tmux procps)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

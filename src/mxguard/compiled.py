@@ -24,6 +24,7 @@ from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory that holds the package
 MARKER = Path(__file__).resolve().with_name("compiled.json")
+SUFFIX = EXTENSION_SUFFIXES[0]  # what this interpreter's extensions end with
 
 Status = Literal["compiled", "source", "stale"]
 
@@ -48,7 +49,6 @@ class SourceFirst:
 def stale_sources(root: Path, recorded: dict[str, str]) -> list[str]:
     """The recorded sources (paths under `root`) whose digest is not the recorded one, or
     whose extension is gone (a build that stopped half way)."""
-    suffix = EXTENSION_SUFFIXES[0]
     stale = []
     for rel, want in recorded.items():
         source = root / rel
@@ -56,29 +56,56 @@ def stale_sources(root: Path, recorded: dict[str, str]) -> list[str]:
             have = hashlib.sha256(source.read_bytes()).hexdigest()
         except OSError:
             have = ""
-        if have != want or not source.with_suffix(suffix).exists():
+        if have != want or not source.with_suffix(SUFFIX).exists():
             stale.append(rel)
     return stale
+
+
+def unrecorded_builds(root: Path) -> list[str]:
+    """Sources with an extension beside them, for a tree whose record is missing (a build
+    that stopped, or a checkout of a commit from before the build)."""
+    return sorted(
+        str(so.relative_to(root)).removesuffix(SUFFIX) + ".py"
+        for so in (root / "mxguard").rglob(f"*{SUFFIX}")
+        if so.with_name(so.name.removesuffix(SUFFIX) + ".py").exists()
+    )
 
 
 def check(root: Path = ROOT, marker: Path = MARKER) -> Status:
     """Called once from the package's __init__, before any compiled module is imported."""
     try:
-        recorded: dict[str, str] = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return "source"  # a pure build (MXGUARD_PURE=1) or a source tree never built
-    wanted = os.environ.get("MXGUARD_SOURCE", "") not in ("", "0")
-    stale = [] if wanted else stale_sources(root, recorded)
-    if not (wanted or stale):
-        return "compiled"
-    names = frozenset(rel.removesuffix(".py").replace("/", ".") for rel in recorded)
-    sys.meta_path.insert(0, SourceFirst(root, names))
-    if wanted:
+        record = json.loads(marker.read_text())
+        recorded: dict[str, str] = record["sources"]
+        shared: list[str] = record["shared"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded, shared = {}, []
+    if not recorded:
+        stray = unrecorded_builds(root)
+        if not stray:
+            return "source"  # a pure build (MXGUARD_PURE=1, no compiler) or never built
+        return run_sources(
+            root, stray, stray, ": compiled, but the record of that build is missing"
+        )
+    if os.environ.get("MXGUARD_SOURCE", "") not in ("", "0"):
+        run_sources(root, list(recorded), [], "")
         return "source"
-    more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+    stale = stale_sources(root, recorded)
+    stale += [f"{lib}{SUFFIX}" for lib in shared if not (root / f"{lib}{SUFFIX}").exists()]
+    if not stale:
+        return "compiled"
+    return run_sources(root, list(recorded), stale, "changed since the compiled modules were built")
+
+
+def run_sources(root: Path, modules: list[str], why: list[str], what: str) -> Status:
+    """Import `modules` (paths of sources) from source; say why when there is a reason."""
+    names = frozenset(rel.removesuffix(".py").replace("/", ".") for rel in modules)
+    sys.meta_path.insert(0, SourceFirst(root, names))
+    if not why:
+        return "source"
+    more = f" and {len(why) - 1} more" if len(why) > 1 else ""
     sys.stderr.write(
-        f"mxguard: warning: {stale[0]}{more} changed since the compiled modules were built (or lost its build);"
-        " running them from source (slower). `make compile` builds them again.\n"
+        f"mxguard: warning: {why[0]}{more}{'' if what.startswith(':') else ' '}{what}; running the compiled modules from source"
+        " (slower). `make compile` builds them again.\n"
     )
     return "stale"
 

@@ -89,10 +89,25 @@ def test_an_edited_source_runs_instead_of_its_stale_build(tmp_path: Path) -> Non
     assert edited.returncode == 0, edited.stderr
     # every compiled module runs from source, not only the edited one
     assert edited.stdout.split() == ["stale", ".py", ".py", "True"]
-    assert (
-        "mxguard/sim/tier.py changed since the compiled modules were built (or lost"
-        in edited.stderr
-    )
+    assert "mxguard/sim/tier.py changed since the compiled modules were built" in edited.stderr
+
+
+def test_a_build_without_its_record_or_its_library_runs_the_sources(tmp_path: Path) -> None:
+    root = copy_of_the_package(tmp_path)
+    if PURE:
+        assert python(PROBE, root).stdout.split()[0] == "source"
+        return
+    record = json.loads((root / "mxguard" / "compiled.json").read_text())
+    (shared,) = record["shared"]
+    (root / f"{shared}{compiled.SUFFIX}").rename(tmp_path / "aside")
+    no_library = python(PROBE, root)
+    assert no_library.stdout.split() == ["stale", ".py", ".py"], no_library.stderr
+    assert f"{shared}{compiled.SUFFIX} changed since" in no_library.stderr
+    (tmp_path / "aside").rename(root / f"{shared}{compiled.SUFFIX}")
+    (root / "mxguard" / "compiled.json").unlink()  # as a checkout from before the build
+    no_record = python(PROBE, root)
+    assert no_record.stdout.split() == ["stale", ".py", ".py"], no_record.stderr
+    assert "compiled, but the record of that build is missing" in no_record.stderr
 
 
 def test_stale_sources_names_each_changed_missing_or_unbuilt_file(tmp_path: Path) -> None:

@@ -228,7 +228,7 @@ class WalkFeature:
             # the fields as on_event reads them from the event (its "ts" is rounded)
             # (str() of these enums is their value, without the enum property's cost)
             now = facts.now
-            if now is not self._ts_of:  # a session's decisions share one time: round it once
+            if now != self._ts_of:  # a session's decisions share one time: round it once
                 self._ts_of, self._ts = now, float(round(now, 6))
             at, host = self._ts, mx.host
             stage_s, action_s = str(stage), str(action)

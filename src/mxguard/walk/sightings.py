@@ -240,7 +240,8 @@ class Sightings:
             or type(reason) is not str
             or "|" in stage
             or "|" in action
-        ):  # not what decoding would give back: the general path says what is kept
+        ):  # not what decoding would give back: the general path says what is kept (compiled,
+            # `at` and `code` were made a float and an int on the way in, as decoding makes them)
             self._keep_outcome(ledger, ip, host, Outcome(at, stage, action, code, reason), at)
             return None
         key = self._keys.get(ip) or self.key(ip)
