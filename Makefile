@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: serve test lint install compile system-deps clean
 
 $(BIN)/mxguard: pyproject.toml setup.py
-	@echo "installing mxguard and its dependencies into $(VENV); the first time takes a few minutes (it compiles the hot modules)"
+	@echo "installing mxguard and its dependencies into $(VENV); the first time takes a minute or two (it compiles the hot modules)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -18,6 +18,7 @@ install: $(BIN)/mxguard
 # Compile the hot modules again after editing one (until then they run from source: see
 # src/mxguard/compiled.py). MXGUARD_PURE=1 installs without compiling.
 compile: install
+	@echo "compiling the hot modules (about a minute)"
 	$(BIN)/pip install -q --no-deps -e .
 	@$(BIN)/mxguard version
 

@@ -27,6 +27,8 @@ from setuptools.command.build_ext import build_ext
 SRC = Path(__file__).resolve().parent / "src"
 #: the setup commands that build: the others (metadata, requirements) need no extensions
 BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop"}
+#: the commands of an editable install, which builds (or drops builds) in the source tree
+EDITABLE = {"editable_wheel", "develop"}
 #: what the extensions are built from, read before mypyc reads the sources
 RECORD: dict[str, object] = {}
 
@@ -105,7 +107,8 @@ class OptionalBuildExt(build_ext):
 
 def compiled_extensions() -> list[Any]:
     if os.environ.get("MXGUARD_PURE"):
-        forget_builds(SRC)  # an editable build's extensions would still shadow the sources
+        if EDITABLE.intersection(sys.argv[1:]):  # its old extensions would shadow the sources
+            forget_builds(SRC)
         return []
     if not BUILDING.intersection(sys.argv[1:]):
         return []
