@@ -9,6 +9,7 @@ over text in a real SQLite file; every answer must be the same in all three.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -128,16 +129,25 @@ async def script(state: StateStore, objects: bool, seed: int) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_ledger_answers_as_stored_text(seed: int, tmp_path: Path) -> None:
-    ledger = await script(MemoryState(), True, seed)
-    text = await script(MemoryState(), False, seed)
+async def three_ways(
+    run: Callable[[StateStore, bool, int], Awaitable[list[Any]]], seed: int, tmp_path: Path
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """One seeded script over the ledger, over text in memory, and over SQLite (which always
+    stores text), for their answers to be compared."""
+    ledger = await run(MemoryState(), True, seed)
+    text = await run(MemoryState(), False, seed)
     sqlite = SqliteState(tmp_path / "state.db")
     await sqlite.open()
     try:
-        stored = await script(sqlite, True, seed)  # a SQLite state always stores text
+        stored = await run(sqlite, True, seed)
     finally:
         await sqlite.close()
+    return ledger, text, stored
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_ledger_answers_as_stored_text(seed: int, tmp_path: Path) -> None:
+    ledger, text, stored = await three_ways(script, seed, tmp_path)
     assert len(ledger) > 200
     assert ledger == text
     assert but_removals(ledger) == but_removals(stored)
@@ -208,14 +218,7 @@ async def health_script(state: StateStore, objects: bool, seed: int) -> list[Any
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_health_answers_as_stored_text(seed: int, tmp_path: Path) -> None:
-    ledger = await health_script(MemoryState(), True, seed)
-    text = await health_script(MemoryState(), False, seed)
-    sqlite = SqliteState(tmp_path / "state.db")
-    await sqlite.open()
-    try:
-        stored = await health_script(sqlite, True, seed)
-    finally:
-        await sqlite.close()
+    ledger, text, stored = await three_ways(health_script, seed, tmp_path)
     assert ledger == text == stored
     answers = [healthy for healthy, _ in ledger]
     assert 50 < sum(answers) < len(answers) - 50  # both answers, many times

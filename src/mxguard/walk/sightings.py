@@ -20,7 +20,13 @@ from mxguard.notnow import NOT_NOW, NotNow
 from mxguard.policy.address import client_network
 from mxguard.policy.facts import IPAddress, MxInfo
 from mxguard.state.base import StateStore
-from mxguard.walk.ledger import Ledger, ledger_of, live_sighting, sighting_for_write
+from mxguard.walk.ledger import (
+    Ledger,
+    SightRecord,
+    ledger_of,
+    live_sighting,
+    sighting_for_write,
+)
 from mxguard.walk.records import (
     OUTCOME_SUFFIX,
     SIGHT_PREFIX,
@@ -103,7 +109,7 @@ class Sightings:
         """`contacts` without a coroutine, from the ledger; NOT_NOW over stored text."""
         if self.ledger is None:
             return NOT_NOW
-        rec = live_sighting(self.ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        rec = self._sighting(self.ledger, ip, now)
         return {} if rec is None else record_contacts(rec, now, self.window, outcomes)
 
     async def contact(self, ip: IPAddress, host: str, now: float) -> Contact | None:
@@ -118,8 +124,12 @@ class Sightings:
             return NOT_NOW
         return self._kept_contact(self.ledger, ip, host, now)
 
+    def _sighting(self, ledger: Ledger, ip: IPAddress, now: float) -> SightRecord | None:
+        """The client's live record in the ledger, if any."""
+        return live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
+
     def _kept_contact(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Contact | None:
-        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        rec = self._sighting(ledger, ip, now)
         return None if rec is None else record_contact(rec, host, now, self.window)
 
     def _own(self, fields: Mapping[str, str], host: str, now: float) -> Contact | None:
@@ -144,7 +154,7 @@ class Sightings:
         return self._kept_walk(self.ledger, ip, host, now)
 
     def _kept_walk(self, ledger: Ledger, ip: IPAddress, host: str, now: float) -> Walk | None:
-        rec = live_sighting(ledger.seen, self._keys.get(ip) or self.key(ip), now)
+        rec = self._sighting(ledger, ip, now)
         return None if rec is None else record_walk(rec, host, now, self.window)
 
     def _contact_for(self, mx: MxInfo, now: float, walk: Walk, previous: Contact | None) -> Contact:
