@@ -416,22 +416,48 @@ async def test_purge_expired_keeps_live_entries(store: StateStore) -> None:
 
 
 async def test_sqlite_greylist_now_answers_while_another_process_writes(tmp_path: Path) -> None:
-    """Another process holding the write lock: the step is still answered at once (a WAL read
-    does not wait for a writer), its write waits on the worker, and until it is in the file
-    this process declines to answer for that key, so the awaited path queues behind it."""
-    store = SqliteState(tmp_path / "state.db")
+    """Another process holding the write lock: steps are still answered at once (a WAL read
+    does not wait for a writer), from this process's own unwritten steps where it has them;
+    the writes wait on the worker and land once the lock is free, the awaited path behind."""
+    path = tmp_path / "state.db"
+    store = SqliteState(path)
     await store.open()
     try:
-        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as other:
+        with contextlib.closing(sqlite3.connect(path)) as other:
             other.execute("BEGIN IMMEDIATE")
             got = store.greylist_now("gl:t", T0, 60.0, 600.0, 3600.0, "glnet:t")
             assert got == GreylistResult(GreylistStatus.NEW, T0)
-            assert isinstance(store.greylist_now("gl:t", T0 + 61, 60.0, 600.0, 3600.0), NotNow)
-            assert isinstance(store.get_now("gl:t", T0 + 61), NotNow)
-            assert store.get_now("gl:other", T0 + 61) is None  # other keys read at once
+            await asyncio.sleep(SqliteState.GROUP_WINDOW * 4)  # its group now waits on the lock
+            got = store.greylist_now("gl:t", T0 + 61, 60.0, 600.0, 3600.0, "glnet:t")
+            assert got == GreylistResult(GreylistStatus.PASSED, T0)
+            assert store.get_now("gl:t", T0 + 61) == f"{T0!r}|1"
+            assert store.get_now("glnet:t", T0 + 61) == "1"
+            assert store.get_now("gl:other", T0 + 61) is None  # other keys read from the file
+            assert other.execute("SELECT count(*) FROM kv").fetchone() == (0,)
             other.execute("ROLLBACK")
         got = await store.greylist("gl:t", T0 + 62, 60.0, 600.0, 3600.0)
-        assert got == GreylistResult(GreylistStatus.PASSED, T0)
+        assert got == GreylistResult(GreylistStatus.KNOWN, T0)
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            rows = dict(other.execute("SELECT key, value FROM kv").fetchall())
+        assert rows == {"gl:t": f"{T0!r}|1", "glnet:t": "1"}
+    finally:
+        await store.close()
+
+
+async def test_sqlite_auto_allow_is_read_with_the_triplet(tmp_path: Path) -> None:
+    """A network with `allow_after` passes is ALLOWED and nothing is written for the triplet;
+    below that, the step goes on as usual."""
+    store = SqliteState(tmp_path / "state.db")
+    await store.open()
+    try:
+        await store.put("glnet:n", "2", 3600, T0)
+        got = store.greylist_now("gl:x", T0, 60.0, 600.0, 3600.0, "glnet:n", 3)
+        assert got == GreylistResult(GreylistStatus.NEW, T0)
+        await store.put("glnet:n", "3", 3600, T0)
+        got = store.greylist_now("gl:y", T0, 60.0, 600.0, 3600.0, "glnet:n", 3)
+        assert got == GreylistResult(GreylistStatus.ALLOWED, T0) and got.allowed
+        assert store.get_now("gl:y", T0) is None
+        assert store.get_now("gl:x", T0) == f"{T0!r}|0"
     finally:
         await store.close()
 

@@ -121,10 +121,13 @@ class TimedState(StateStore):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult | NotNow:
         return self._timed_now(
             "greylist",
-            lambda: self.inner.greylist_now(key, now, delay, retry_window, pass_ttl, pass_counter),
+            lambda: self.inner.greylist_now(
+                key, now, delay, retry_window, pass_ttl, pass_counter, allow_after
+            ),
         )
 
     def hash_put_now(

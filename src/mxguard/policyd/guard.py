@@ -201,8 +201,11 @@ class ObservedState(StateStore):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult | NotNow:
-        result = self.inner.greylist_now(key, now, delay, retry_window, pass_ttl, pass_counter)
+        result = self.inner.greylist_now(
+            key, now, delay, retry_window, pass_ttl, pass_counter, allow_after
+        )
         if not isinstance(result, NotNow) and result.status is GreylistStatus.PASSED:
             _note("greylist_passed", now - result.first_seen)
         return result

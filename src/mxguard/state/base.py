@@ -28,6 +28,7 @@ class GreylistStatus(enum.StrEnum):
     EARLY = "early"  # seen, but the delay has not passed; first-seen is left as it was
     PASSED = "passed"  # this retry passed the delay for the first time
     KNOWN = "known"  # passed before; the pass was refreshed
+    ALLOWED = "allowed"  # the network has passed often enough (auto-allow); nothing written
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class GreylistResult:
 
     @property
     def allowed(self) -> bool:
-        return self.status in (GreylistStatus.PASSED, GreylistStatus.KNOWN)
+        return self.status in (GreylistStatus.PASSED, GreylistStatus.KNOWN, GreylistStatus.ALLOWED)
 
 
 def greylist_transition(
@@ -136,13 +137,16 @@ class StateStore(ABC):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult | NotNow:
         """`greylist` without awaiting, when the backend can do it without waiting; else
         NOT_NOW, and nothing was changed.
 
         On a first pass (PASSED) it also adds 1 to the counter `pass_counter` (window
         `pass_ttl`), in the same atomic step: a caller that cannot await must never be left
-        with a pass recorded and its count still to do. Lets the greylist check, the one
+        with a pass recorded and its count still to do. With `allow_after` > 0, a
+        `pass_counter` that has reached it answers ALLOWED and nothing is written (the
+        network's auto-allow, read with the triplet). Lets the greylist check, the one
         check that writes on every RCPT, answer from data_received.
         """
         return NOT_NOW

@@ -102,7 +102,12 @@ class MemoryState(StateStore):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult:
+        if allow_after > 0 and pass_counter is not None:
+            passes = self._live(pass_counter, now)
+            if passes is not None and int(passes) >= allow_after:
+                return GreylistResult(GreylistStatus.ALLOWED, now)
         return self._greylist(key, now, delay, retry_window, pass_ttl, pass_counter)
 
     def _greylist(

@@ -12,18 +12,21 @@ its own savepoint, so a busy tier pays one commit per batch. `synchronous=NORMAL
 because this is policy state, not mail: a power cut may forget the last greylist pass, never
 a message.
 
-The greylist step on the fast path (`greylist_now`, one per RCPT) reads at once and defers
-its write for a few milliseconds, so that the steps of that moment share one commit (group
-commit): a commit with its locks costs several times a read. Until it is written, a
-deferred write is this process's to know: any read or operation here that touches one of
-its keys writes the waiting ones first, and another process sees it at most
-`GROUP_WINDOW` later. A crash loses at most that window of greylist steps, which only
-greylists those triplets again.
+The steps that come with every RCPT (`greylist_now`, `counter_add_now`) read at once and
+leave their write a few milliseconds, so that the steps of that moment share one commit
+(group commit): a write costs several times a read. Until its group is in the file, a
+step's result is this process's to know: it is kept in an overlay that this process's reads
+answer from first, and another process sees it at most `GROUP_WINDOW` later. Every other
+operation of this process comes after the groups, in order. A crash loses at most that
+window of steps, which only greylists those triplets again or forgets a few counts. (The
+group is written on the loop, not on the worker: a second thread taking turns at the GIL
+with the loop costs the loop more than the write.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -44,7 +47,34 @@ T = TypeVar("T")
 
 log = logging.getLogger("mxguard.state")
 
-Write = Callable[[sqlite3.Connection], Any]
+#: a live entry: (value, expiry)
+Entry = tuple[str, float]
+#: one deferred write: a statement and its parameters
+Write = tuple[str, tuple[Any, ...]]
+
+_STORE = (
+    "INSERT INTO kv(key, value, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+)
+# one statement, so it is atomic on its own: a new window starts when the old one has
+# expired, else the amount is added (SET sees the old row's values)
+_ADD = (
+    "INSERT INTO kv(key, value, expires) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT(key) DO UPDATE SET "
+    "value = CASE WHEN kv.expires <= ?4 THEN excluded.value "
+    "ELSE CAST(CAST(kv.value AS INTEGER) + ?5 AS TEXT) END, "
+    "expires = CASE WHEN kv.expires <= ?4 THEN excluded.expires ELSE kv.expires END"
+)
+_READ_ONE = "SELECT key, value, expires FROM kv WHERE key = ?"
+# two point lookups in one statement: cheaper than `IN (?, ?)`, which builds a table first
+_READ_TWO = _READ_ONE + " UNION ALL " + _READ_ONE
+
+
+def _write_all(db: sqlite3.Connection, writes: list[Write]) -> None:
+    """The writes in order; a run of one statement goes to SQLite in one call."""
+    for sql, run in itertools.groupby(writes, key=lambda w: w[0]):
+        db.executemany(sql, [params for _, params in run])
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -86,10 +116,10 @@ class SqliteState(StateStore):
         self._since_checkpoint = 0
         # ":memory:" is private to one connection, so it only ever uses the worker's
         self._memory = str(path) == ":memory:"
-        # greylist writes waiting for their group commit, in order; the keys they touch; and
-        # how many groups the worker has yet to write (they could not take the lock at once)
+        # writes waiting for their group commit, in order; what they will have written, for
+        # this process's reads; how many groups the worker has yet to write
         self._deferred: list[Write] = []
-        self._dirty: set[str] = set()
+        self._overlay: dict[str, tuple[str, float]] = {}
         self._flying = 0
         self._group_timer: asyncio.TimerHandle | None = None
 
@@ -148,17 +178,21 @@ class SqliteState(StateStore):
             self._since_checkpoint = 0
             self._checkpoint_soon()
 
-    def _defer(self, keys: tuple[str, ...], write: Write) -> bool:
-        """Queue `write` for the next group commit, or with no event loop to time one, write
-        it now; False when neither could be done (the lock is taken), nothing written."""
+    def _defer(self, writes: list[tuple[str, str, float, Write]]) -> bool:
+        """Queue `writes` ((key, value it will have, expiry, write)) for the next group
+        commit, or with no event loop to time one, write them now; False when neither could
+        be done (the lock is taken), nothing written."""
         if not self._deferred:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                return self._try_now(write)[0]
+                done, _ = self._try_now(lambda db: _write_all(db, [w[3] for w in writes]))
+                return done
             self._group_timer = loop.call_later(self.GROUP_WINDOW, self._write_deferred)
-        self._deferred.append(write)
-        self._dirty.update(keys)
+        overlay = self._overlay
+        for key, value, expires, write in writes:
+            overlay[key] = (value, expires)
+            self._deferred.append(write)
         if len(self._deferred) >= self.GROUP_MAX:
             self._write_deferred()
         return True
@@ -166,42 +200,78 @@ class SqliteState(StateStore):
     def _write_deferred(self) -> bool:
         """Commit the deferred writes now, or hand them to the worker if the lock is taken.
 
-        True when nothing of this process's is left unwritten."""
+        True when nothing of this process's is left unwritten, so an operation may run on
+        the loop's connection now; else it must queue on the worker, behind the groups."""
         if self._group_timer is not None:
             self._group_timer.cancel()
             self._group_timer = None
         writes, self._deferred = self._deferred, []
         if writes:
-
-            def group(db: sqlite3.Connection) -> None:
-                for write in writes:
-                    write(db)
-
-            done, _ = self._try_now(group)
+            # what this group writes, as the overlay holds it now: a later step on a key
+            # replaces its entry, which then stays until that step's own group is written
+            written = [(w[1][0], self._overlay.get(w[1][0])) for w in writes]
+            # behind a group still on the worker, on the worker too: groups land in order
+            done = not self._flying and self._try_now(lambda db: _write_all(db, writes))[0]
             if done:
-                # the WAL grows by about a page per step, not per commit: count the steps
-                # towards the next checkpoint, or a busy server's WAL would grow unchecked
-                self._committed(len(writes) - 1)
+                self._committed(len(writes) - 1)  # _try_now counted the commit
+                self._forget(written)
             else:
                 assert self._worker is not None
                 self._flying += 1
-                self._worker.enqueue(group).add_done_callback(self._group_landed)
-        if self._flying or self._deferred:
-            return False
-        self._dirty.clear()
-        return True
+                fut = self._worker.enqueue(lambda db: _write_all(db, writes))
+                fut.add_done_callback(lambda f: self._group_landed(f, written))
+        return not self._flying
 
-    def _group_landed(self, fut: asyncio.Future[Any]) -> None:
+    def _group_landed(
+        self, fut: asyncio.Future[Any], written: list[tuple[str, tuple[str, float] | None]]
+    ) -> None:
         self._flying -= 1
         if not fut.cancelled() and (exc := fut.exception()) is not None:
             # policy state, not mail: those triplets will be greylisted again
             log.warning("sqlite %s: a group of greylist steps was not written: %s", self.path, exc)
-        if not self._flying and not self._deferred:
-            self._dirty.clear()
+        else:
+            # the WAL grows by about a page per step, not per commit: count the steps
+            # towards the next checkpoint, or a busy server's WAL would grow unchecked
+            self._committed(len(written))
+        self._forget(written)
 
-    def _clean(self, key: str) -> bool:
-        """True when no write of this process's to `key` is waiting (writing them if need be)."""
-        return key not in self._dirty or self._write_deferred()
+    def _forget(self, written: list[tuple[str, Entry | None]]) -> None:
+        """Drop the overlay's entries that are now in the file (not those written since)."""
+        overlay = self._overlay
+        for key, entry in written:
+            if entry is not None and overlay.get(key) is entry:
+                del overlay[key]
+
+    def _read_now(self, keys: tuple[str, ...], now: float) -> list[Entry | None] | NotNow:
+        """The live (value, expiry) of one or two keys: this process's unwritten steps
+        first, the rest in one statement on the loop's connection (a WAL read never waits)."""
+        if self._memory or self._worker is None:
+            return NOT_NOW
+        overlay = self._overlay
+        found: dict[str, Entry | None] = {}
+        ask: list[str] = []
+        for key in keys:
+            hit = overlay.get(key)
+            if hit is None:
+                ask.append(key)
+                found[key] = None
+            elif hit[1] > now:
+                found[key] = hit
+            else:
+                found[key] = None
+        if ask:
+            try:
+                rows = (
+                    self._connect_loop()
+                    .execute(_READ_ONE if len(ask) == 1 else _READ_TWO, ask)
+                    .fetchall()
+                )
+            except sqlite3.OperationalError:
+                return NOT_NOW
+            for key, value, expires in rows:
+                if expires > now:
+                    found[key] = (str(value), expires)
+        return [found[key] for key in keys]
 
     def _checkpoint_soon(self) -> None:
         def checkpoint(db: sqlite3.Connection) -> None:
@@ -274,23 +344,17 @@ class SqliteState(StateStore):
 
     @staticmethod
     def _store(db: sqlite3.Connection, key: str, value: str, expires: float) -> None:
-        db.execute(
-            "INSERT INTO kv(key, value, expires) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
-            (key, value, expires),
-        )
+        db.execute(_STORE, (key, value, expires))
 
     async def get(self, key: str, now: float) -> str | None:
         return await self._run(lambda db: self._live(db, key, now), single=True)
 
     def get_now(self, key: str, now: float) -> str | NotNow | None:
         """A plain read on the loop's connection: WAL readers never wait for a writer."""
-        if self._memory or self._worker is None or not self._clean(key):
+        entries = self._read_now((key,), now)
+        if isinstance(entries, NotNow):
             return NOT_NOW
-        try:
-            return self._live(self._connect_loop(), key, now)
-        except sqlite3.OperationalError:
-            return NOT_NOW
+        return None if entries[0] is None else entries[0][0]
 
     async def put(self, key: str, value: str, ttl: float, now: float) -> None:
         await self._run(lambda db: self._store(db, key, value, now + ttl))
@@ -325,10 +389,15 @@ class SqliteState(StateStore):
         return await self._run(op)
 
     def counter_add_now(self, key: str, amount: int, window: float, now: float) -> int | NotNow:
-        if self._memory or self._worker is None or not self._clean(key):
+        """The count as it will be once this group is written: another process adding to
+        the same key in the same few milliseconds is in the file, not in the answer."""
+        entries = self._read_now((key,), now)
+        if isinstance(entries, NotNow):
             return NOT_NOW
-        done, value = self._try_now(self._counter_op(key, amount, window, now), single=True)
-        return value if done and value is not None else NOT_NOW
+        total, expires = _added(entries[0], amount, window, now)
+        if not self._defer([(key, str(total), expires, _add_write(key, amount, window, now))]):
+            return NOT_NOW
+        return total
 
     async def counter_add(self, key: str, amount: int, window: float, now: float) -> int:
         return await self._run(self._counter_op(key, amount, window, now))
@@ -337,17 +406,10 @@ class SqliteState(StateStore):
         self, key: str, amount: int, window: float, now: float
     ) -> Callable[[sqlite3.Connection], int]:
         def op(db: sqlite3.Connection) -> int:
-            # one statement, so it is atomic on its own: a new window starts when the old
-            # one has expired, else the amount is added (SET sees the old row's values)
+            # all rows: the statement (and its transaction) ends here
             row = db.execute(
-                "INSERT INTO kv(key, value, expires) VALUES (?1, ?2, ?3) "
-                "ON CONFLICT(key) DO UPDATE SET "
-                "value = CASE WHEN kv.expires <= ?4 THEN excluded.value "
-                "ELSE CAST(CAST(kv.value AS INTEGER) + ?5 AS TEXT) END, "
-                "expires = CASE WHEN kv.expires <= ?4 THEN excluded.expires ELSE kv.expires END "
-                "RETURNING value",
-                (key, str(amount), now + window, now, amount),
-            ).fetchall()  # all rows: the statement (and its transaction) ends here
+                _ADD + " RETURNING value", (key, str(amount), now + window, now, amount)
+            ).fetchall()
             return int(row[0][0])
 
         return op
@@ -428,28 +490,32 @@ class SqliteState(StateStore):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult | NotNow:
-        """The same step, read now and written with the next group commit (see the module
-        docstring); NOT_NOW, with nothing done, if even the read would have to wait."""
-        if self._memory or self._worker is None or not self._clean(key):
+        """The same step, read now (with the network's count, in one statement) and written
+        with the next group commit (see the module docstring); NOT_NOW, with nothing done,
+        if even the read would have to wait."""
+        keys = (key,) if pass_counter is None else (key, pass_counter)
+        entries = self._read_now(keys, now)
+        if isinstance(entries, NotNow):
             return NOT_NOW
-        try:
-            current = self._live(self._connect_loop(), key, now)
-        except sqlite3.OperationalError:
-            return NOT_NOW
-        new, ttl, result = greylist_transition(current, now, delay, retry_window, pass_ttl)
-        counter = pass_counter if result.status is GreylistStatus.PASSED else None
-        if new is None and counter is None:
-            return result
-        count = self._counter_op(counter, 1, pass_ttl, now) if counter else None
-
-        def write(db: sqlite3.Connection) -> None:
-            if new is not None:
-                self._store(db, key, new, now + ttl)
-            if count is not None:
-                count(db)  # in the same transaction: the pass and its count, or neither
-
-        if not self._defer((key, counter) if counter else (key,), write):
+        passes = entries[1] if pass_counter is not None else None
+        if allow_after > 0 and passes is not None and int(passes[0]) >= allow_after:
+            return GreylistResult(GreylistStatus.ALLOWED, now)
+        triplet = entries[0]
+        new, ttl, result = greylist_transition(
+            None if triplet is None else triplet[0], now, delay, retry_window, pass_ttl
+        )
+        writes: list[tuple[str, str, float, Write]] = []
+        if new is not None:
+            writes.append((key, new, now + ttl, (_STORE, (key, new, now + ttl))))
+        if pass_counter is not None and result.status is GreylistStatus.PASSED:
+            # in the same group: the pass and its count are written together, or neither
+            total, expires = _added(passes, 1, pass_ttl, now)
+            writes.append(
+                (pass_counter, str(total), expires, _add_write(pass_counter, 1, pass_ttl, now))
+            )
+        if writes and not self._defer(writes):
             return NOT_NOW
         return result
 
@@ -497,3 +563,14 @@ class SqliteState(StateStore):
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _added(entry: Entry | None, amount: int, window: float, now: float) -> tuple[int, float]:
+    """A counter after adding `amount`: (total, expiry), by `_ADD`'s rule."""
+    if entry is None:
+        return amount, now + window
+    return int(entry[0]) + amount, entry[1]
+
+
+def _add_write(key: str, amount: int, window: float, now: float) -> Write:
+    return (_ADD, (key, str(amount), now + window, now, amount))

@@ -103,10 +103,13 @@ class GatedState(MemoryState):
         retry_window: float,
         pass_ttl: float,
         pass_counter: str | None = None,
+        allow_after: int = 0,
     ) -> GreylistResult | NotNow:
         if self.gate is not None:
-            return NOT_NOW  # as SQLite does while another process holds the lock
-        return super().greylist_now(key, now, delay, retry_window, pass_ttl, pass_counter)
+            return NOT_NOW  # as SQLite does when even its read would have to wait
+        return super().greylist_now(
+            key, now, delay, retry_window, pass_ttl, pass_counter, allow_after
+        )
 
     async def greylist(
         self, key: str, now: float, delay: float, retry_window: float, pass_ttl: float

@@ -114,12 +114,7 @@ class GreylistCheck(Check):
         if is_postmaster(recipient) or self.allowlisted(facts.client_ip, sender):
             return None
         network = self.network(facts.client_ip)
-        if self.auto_allow_after > 0:
-            passed = self.state.get_now(NETWORK_PREFIX + network, facts.now)
-            if isinstance(passed, NotNow):
-                return NOT_NOW
-            if passed is not None and int(passed) >= self.auto_allow_after:
-                return None
+        # the network's auto-allow count is read with the triplet, in one step
         result = self.state.greylist_now(
             triplet_key(network, sender, recipient),
             facts.now,
@@ -127,6 +122,7 @@ class GreylistCheck(Check):
             self.retry_window,
             self.pass_ttl,
             NETWORK_PREFIX + network,
+            self.auto_allow_after,
         )
         if isinstance(result, NotNow):
             return NOT_NOW
