@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,9 @@ from mxguard.policy.facts import Facts, MxInfo, Role, Stage
 from mxguard.policy.networks import NetworkSet
 from mxguard.policy.verdict import Action
 from mxguard.state.memory import MemoryState
+from mxguard.state.sqlite import SqliteState
 from mxguard.walk.blockentry import BlockEntry
-from mxguard.walk.blocklist import Blocklist, network_of
+from mxguard.walk.blocklist import REFRESH, Blocklist, network_of
 from mxguard.walk.health import Health, MxHealth, judge_health
 from mxguard.walk.ledger import ledger_of
 from mxguard.walk.sightings import Contact, Outcome, Sightings, Walk, decode_contacts
@@ -322,3 +324,33 @@ def test_network_of() -> None:
     assert network_of("192.0.2.0/24", 24, 64) == "192.0.2.0/24"
     with pytest.raises(ValueError, match="access"):
         network_of("192.0.2.0/16", 24, 64)
+
+
+async def test_each_process_answers_from_its_copy_of_the_blocklist(tmp_path: Path) -> None:
+    """Two processes on one SQLite file: a change here is in this copy at once; a change
+    there reaches this copy once it asks for the version again (REFRESH), and a copy that
+    must be read again says NOT_NOW to the check's quick path, never a stale "not listed"
+    past that second."""
+    state = SqliteState(tmp_path / "state.db")
+    await state.open()
+    try:
+        here, there = Blocklist(state), Blocklist(state)
+        ip = ipaddress.ip_address("192.0.2.7")
+        assert here.get_now(ip, 100.0) is NOT_NOW  # no copy yet
+        assert await here.get(ip, 100.0) is None
+        assert here.get_now(ip, 100.0) is None  # the copy answers, no read
+        await there.add(BlockEntry("192.0.2.7/32", "trap", 100.0, 5000.0, "trap"), 100.0)
+        assert here.get_now(ip, 100.5) is None  # within REFRESH: the copy as it was
+        assert here.get_now(ip, 100.0 + REFRESH) is NOT_NOW  # the version moved
+        entry = await here.get(ip, 100.0 + REFRESH)
+        assert entry is not None and entry.reason == "trap"
+        await here.remove("192.0.2.7/32")
+        assert here.get_now(ip, 101.5) is None  # its own change, at once
+        assert there.get_now(ip, 102.0) is NOT_NOW  # it has no copy yet
+        assert await there.get(ip, 102.0) is None  # its first reading has the removal
+        assert here.get_now(ip, 4000.0) is None  # and the version still matches here
+        await here.add(BlockEntry("192.0.2.7/32", "manual", 4000.0, 4100.0, "cli"), 4000.0)
+        assert here.get_now(ip, 4000.0) is not None
+        assert here.get_now(ip, 4100.0) is None  # expired in the copy as in the state
+    finally:
+        await state.close()

@@ -1,16 +1,24 @@
 """The tier's blocklist: client networks that gave themselves away at a trap or a retired address.
 
 Entries live in the shared state so that a bot caught at the trap is refused at the primary
-a moment later, whichever host runs it. Each entry is one key (``block:<network>``), which
-the check reads with one `get` per RCPT, and also a field of one index hash
-(``blockidx:all``) so that `mxguard block list` can enumerate them on SQLite and on Redis
-alike without a KEYS scan. The index can hold fields whose entry has expired (a hash has one
-expiry for all of its fields); `list` drops those as it meets them.
+a moment later, whichever host runs it. Each entry is one key (``block:<network>``), and
+also a field of one index hash (``blockidx:all``) so that `mxguard block list` can
+enumerate them on SQLite and on Redis alike without a KEYS scan. The index can hold fields
+whose entry has expired (a hash has one expiry for all of its fields); readers drop those.
+
+The check asks on every RCPT, and nearly every answer is "not listed", so each process
+answers from its own copy of the whole list (the index) instead of a read per RCPT: a
+state read per RCPT (a round trip on Redis) for a list that changes a few times an hour.
+Every change also adds one to a version counter (``blockver``); a process compares the
+version with its copy's at most every `REFRESH` seconds and reads the index again when it
+moved. So a bot caught by another process or host is refused here within that second; a
+change made by this process is in its copy at once.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 
 from mxguard.memo import Memo
 from mxguard.notnow import NOT_NOW, NotNow
@@ -22,6 +30,10 @@ from mxguard.walk.ledger import Ledger, ledger_of
 
 BLOCK_PREFIX = "block:"
 INDEX_KEY = "blockidx:all"
+#: one more at every change of the list, so copies know when to read the index again
+VERSION_KEY = "blockver"
+#: how long a process answers from its copy before it asks whether the version moved
+REFRESH = 1.0
 #: the index outlives every entry it lists; entries longer than this are refused
 MAX_TTL = 366 * 86400.0
 
@@ -61,6 +73,11 @@ class Blocklist:
         self.ledger = ledger_of(state, objects)
         #: client -> its network: a bot at the trap is blocklisted again at every contact
         self._networks: Memo[IPAddress, str] = Memo(1 << 14)
+        # over stored text: this process's copy of the list (network -> entry), the version
+        # it was read at, and when the version was last found unchanged
+        self._copy: dict[str, BlockEntry] | None = None
+        self._version: str | None = None
+        self._confirmed = 0.0
 
     def network(self, ip: IPAddress) -> str:
         network = self._networks.get(ip)
@@ -69,16 +86,67 @@ class Blocklist:
         return network
 
     async def get(self, ip: IPAddress, now: float) -> BlockEntry | None:
-        return await self.lookup(self.network(ip), now)
+        if self.ledger is not None:
+            return self._kept(self.network(ip), now, drop=False)
+        if not self._current(now):
+            await self._refresh(now)
+        return self._copied(self.network(ip), now)
 
     def get_now(self, ip: IPAddress, now: float) -> BlockEntry | NotNow | None:
-        """`get` without waiting, when the state can answer at once (SQLite, memory)."""
+        """`get` without waiting: from the ledger, or from this process's copy while it is
+        current; NOT_NOW when the copy must be read again (`get` does that)."""
         if self.ledger is not None:
-            return self._kept(self.network(ip), now)
-        value = self.state.get_now(BLOCK_PREFIX + self.network(ip), now)
-        if isinstance(value, NotNow):
+            return self._kept(self.network(ip), now, drop=False)
+        if not self._current(now):
             return NOT_NOW
-        return BlockEntry.from_json(value) if value is not None else None
+        return self._copied(self.network(ip), now)
+
+    def _current(self, now: float) -> bool:
+        """Whether the copy may answer: confirmed within REFRESH, or confirmed now with a
+        read that needs no waiting."""
+        if self._copy is None:
+            return False
+        if 0.0 <= now - self._confirmed < REFRESH:
+            return True
+        version = self.state.get_now(VERSION_KEY, now)
+        if isinstance(version, NotNow) or version != self._version:
+            return False
+        self._confirmed = now
+        return True
+
+    async def _refresh(self, now: float) -> None:
+        """Read the version, and the index again if the version moved (in that order: a
+        change between the two reads only brings another reading)."""
+        version = await self.state.get(VERSION_KEY, now)
+        if self._copy is None or version != self._version:
+            index = await self.state.hash_get(INDEX_KEY, now)
+            copy = {}
+            for network, value in index.items():
+                entry = BlockEntry.from_json(value)
+                if entry is not None and entry.until > now:
+                    copy[network] = entry
+            self._copy, self._version = copy, version
+        self._confirmed = now
+
+    def _copied(self, network: str, now: float) -> BlockEntry | None:
+        assert self._copy is not None
+        entry = self._copy.get(network)
+        return entry if entry is not None and entry.until > now else None
+
+    async def _changed(self, network: str, entry: BlockEntry | None, now: float) -> None:
+        """After this process changed `network`: the version moves on, and the copy takes
+        the change (and the new version, unless another change came in between)."""
+        version = await self.state.counter_add(VERSION_KEY, 1, MAX_TTL, now)
+        if self._copy is None:
+            return
+        if entry is None:
+            self._copy.pop(network, None)
+        else:
+            self._copy[network] = entry
+        if self._version is not None and int(self._version) + 1 == version:
+            self._version = str(version)
+        elif self._version is None and version == 1:
+            self._version = "1"
 
     async def lookup(self, network: str, now: float) -> BlockEntry | None:
         if self.ledger is not None:
@@ -86,16 +154,18 @@ class Blocklist:
         value = await self.state.get(BLOCK_PREFIX + network, now)
         return BlockEntry.from_json(value) if value is not None else None
 
-    def _kept(self, network: str, now: float) -> BlockEntry | None:
-        """The ledger's live entry for `network` (a due one is dropped, as the memory state
-        drops an expired entry when it is read)."""
+    def _kept(self, network: str, now: float, drop: bool = True) -> BlockEntry | None:
+        """The ledger's live entry for `network`; with `drop`, a due one is dropped, as the
+        memory state drops an expired entry when it is read (`lookup` reads the key; the
+        check's `get` reads a copy of the index, which leaves the key as it is)."""
         assert self.ledger is not None
         blocks = self.ledger.blocks
         item = blocks.get(network)
         if item is None:
             return None
         if item[1] <= now:
-            del blocks[network]
+            if drop:
+                del blocks[network]
             return None
         return item[0]
 
@@ -118,6 +188,7 @@ class Blocklist:
             remember_parsed(value, entry)
         await self.state.put(BLOCK_PREFIX + entry.network, value, ttl, now)
         await self.state.hash_put(INDEX_KEY, entry.network, value, MAX_TTL, now)
+        await self._changed(entry.network, entry, now)
         return entry
 
     def add_now(
@@ -155,6 +226,7 @@ class Blocklist:
             return found or indexed
         found = await self.state.delete(BLOCK_PREFIX + network)
         indexed = await self.state.hash_delete(INDEX_KEY, network)
+        await self._changed(network, None, time.time())
         return found or indexed
 
     async def _index(self, now: float) -> dict[str, BlockEntry | None]:
