@@ -57,12 +57,14 @@ def _decision_event_line(
     mx = facts.mx
     pref = mx.preference
     size = facts.size
+    # the enums are StrEnums: formatting one gives its value, without the Python-level
+    # `.value` property (three of them per line)
     line = (
-        f'{{"ts":{round(facts.now, 6)!r},"mx":{_quote(mx.host)},"role":"{mx.role.value}",'
+        f'{{"ts":{round(facts.now, 6)!r},"mx":{_quote(mx.host)},"role":"{mx.role}",'
         f'"preference":{"null" if pref is None else int(pref)},'
         f'"client":{_client(facts.client_ip)},"helo":{_opt(facts.helo)},'
         f'"sender":{_opt(facts.sender)},"recipient":{_opt(facts.recipient)},'
-        f'"stage":"{facts.stage.value}","action":"{verdict.action.value}",'
+        f'"stage":"{facts.stage}","action":"{verdict.action}",'
         f'"code":{int(verdict.code)},"status":{_quote(verdict.status)},'
         f'"reason":{_quote(verdict.reason)},"size":{"null" if size is None else int(size)},'
         f'"session":{_quote(facts.session_id)}'

@@ -11,6 +11,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
+from mxguard.clientip import client_ip
 from mxguard.config import Config, MxSettings, parse_hostport
 from mxguard.policy.facts import IPAddress, MxInfo, Role, Stage
 
@@ -52,19 +53,16 @@ class BadRequest(ValueError):
 def parse_client(value: str) -> IPAddress:
     """The client's address; Postfix writes IPv6 bare (`2001:db8::1`), maybe with a zone.
 
-    Cached: a client sends one request per recipient and comes back all day, and
-    ipaddress parses in Python. Only answers are cached, never the BadRequest.
+    Cached: a client sends one request per recipient and comes back all day. Only answers
+    are cached, never the BadRequest.
     """
     text = value.strip()
     if text.lower().startswith("ipv6:"):
         text = text[5:]
     try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
+        return client_ip(text.split("%", 1)[0])
     except ValueError:
         raise BadRequest(f"client_address {value!r} is not an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def optional_name(value: str) -> str | None:

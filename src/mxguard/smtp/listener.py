@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from mxguard.clientip import client_ip
 from mxguard.config import Config, MxSettings, parse_hostport
 from mxguard.events import EventLog
 from mxguard.memo import Memo
@@ -68,10 +68,7 @@ def _peer_ip(host: str) -> IPAddress:
     `ipaddress` is slow Python and the same clients come back."""
     ip = _peers.get(host)
     if ip is None:
-        parsed = ipaddress.ip_address(host.split("%", 1)[0])
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-            parsed = parsed.ipv4_mapped
-        ip = _peers.remember(host, parsed)
+        ip = _peers.remember(host, client_ip(host.split("%", 1)[0]))
     return ip
 
 
