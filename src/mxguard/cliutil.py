@@ -74,9 +74,13 @@ def run_daemon(
     config_path: str | None,
     log_level: str | None,
     main: Callable[[Config], Coroutine[Any, Any, int]],
+    without_loop: Callable[[Config], int | None] | None = None,
 ) -> NoReturn:
     """`serve` and `policyd`: load the config, set up logging, run `main(cfg)` on the
-    configured event loop, and exit with its code (2 and one line for a bad config)."""
+    configured event loop, and exit with its code (2 and one line for a bad config).
+
+    `without_loop(cfg)` runs first, before any event loop exists (a parent that forks its
+    workers); when it returns a code, that is the exit code and `main` does not run."""
     from mxguard.config import ConfigError, load_config
 
     try:
@@ -85,10 +89,17 @@ def run_daemon(
         fail(str(exc))
     setup_logging(log_level or cfg.log.level)
     try:
-        with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
-            code = runner.run(main(cfg))
+        code = without_loop(cfg) if without_loop is not None else None
+        if code is None:
+            code = run_on_loop(cfg, main(cfg))
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+def run_on_loop(cfg: Config, coro: Coroutine[Any, Any, int]) -> int:
+    """Run `coro` to its end on the event loop `[server].event_loop` names."""
+    with asyncio.Runner(loop_factory=loop_factory(cfg.server.event_loop)) as runner:
+        return runner.run(coro)

@@ -222,6 +222,7 @@ class PolicydSettings:
     role: Role | None = None  # fixed role; default: matched from server_address/server_port
     on_state_error: Literal["default", "tempfail", "dunno"] = "default"
     prepend_header: bool = False  # PREPEND X-Greylist: ... after a greylist pass
+    workers: int = 1  # processes answering behind the one socket; 0: one per CPU
 
 
 @dataclass(frozen=True)
@@ -539,6 +540,8 @@ def _validate(cfg: Config, file: str) -> None:
         limit = 32 if name == "ipv4_prefix" else 128
         if not 0 < getattr(cfg.ratelimit, name) <= limit:
             raise ConfigError(file, f"ratelimit.{name}", f"must be between 1 and {limit}")
+    if not 0 <= cfg.policyd.workers <= 64:
+        raise ConfigError(file, "policyd.workers", "must be between 0 (one per CPU) and 64")
 
 
 def _validate_target(target: str, file: str, key: str) -> None:

@@ -33,6 +33,11 @@ def policyd(config_path: str | None, log_level: str | None) -> None:
                   check_policy_service inet:127.0.0.1:10023
     """
     from mxguard.cliutil import run_daemon
-    from mxguard.policyd.server import run_forever
+    from mxguard.policyd.server import run_forever, supervise
 
-    run_daemon(config_path, log_level, lambda cfg: run_forever(cfg, lambda s: print(s, flush=True)))
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    run_daemon(
+        config_path, log_level, lambda cfg: run_forever(cfg, say), lambda cfg: supervise(cfg, say)
+    )

@@ -22,6 +22,7 @@ import contextvars
 import itertools
 import logging
 import os
+import socket
 import stat
 import time
 import types
@@ -39,7 +40,7 @@ from mxguard.policy.checks.recipients import Callout
 from mxguard.policy.engine import Pending, PolicyEngine
 from mxguard.policy.facts import DnsListAnswer, Facts, IPAddress, Stage
 from mxguard.policy.verdict import ACCEPT, Action, Verdict
-from mxguard.policyd import protocol
+from mxguard.policyd import protocol, workers
 from mxguard.policyd.guard import NOTES, ObservedState, guard_engine
 from mxguard.policyd.mapping import (
     EARLIER,
@@ -119,6 +120,16 @@ class ConnectionState:
 
 _ids = itertools.count(1)
 _PID = os.getpid()
+
+
+def _forked() -> None:
+    """A worker (workers.py) names its sessions with its own PID."""
+    global _ids, _PID
+    _ids = itertools.count(1)
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _session_id() -> str:
@@ -378,6 +389,7 @@ class PolicyConnection(asyncio.Protocol):
         self.closed = True
         self.state.close()
         self.daemon.connections.discard(self)
+        self.daemon.connection_closed()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
@@ -493,8 +505,11 @@ def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> Generator[Any, Any, T
 class PolicyDaemon:
     """The running server: state, engine, the listening socket, housekeeping."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, channel: socket.socket | None = None, index: int = 0) -> None:
         self.cfg = cfg
+        # a worker of several (workers.py): connections come from the parent over `channel`
+        self.channel = channel
+        self.index = index
         self.connections: set[PolicyConnection] = set()
         self.server: asyncio.Server | None = None
         self.unix_path: Path | None = None
@@ -546,7 +561,10 @@ class PolicyDaemon:
         self.service.clock = runtime.clock
         self.service.unlogged = []  # each connection logs after it has replied
         try:
-            await self._listen()
+            if self.channel is not None:
+                self._adopt()
+            else:
+                await self._listen()
         except (OSError, ValueError) as exc:
             await self._release()
             raise ConfigError(
@@ -582,6 +600,38 @@ class PolicyDaemon:
             lambda: PolicyConnection(self), host.strip("[]"), port, reuse_address=True, backlog=512
         )
 
+    def _adopt(self) -> None:
+        """Serve the connections the parent hands over (workers.py)."""
+        assert self.channel is not None
+        channel = self.channel
+        channel.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        def take() -> None:
+            try:
+                msg, fds, _, _ = socket.recv_fds(channel, 64, 32)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg:  # the parent is gone: finish what we have and stop
+                loop.remove_reader(channel.fileno())
+                self.stopping.set()
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                task = loop.create_task(
+                    loop.connect_accepted_socket(lambda: PolicyConnection(self), sock)
+                )
+                task.add_done_callback(_adopted(sock))
+
+        loop.add_reader(channel.fileno(), take)
+
+    def connection_closed(self) -> None:
+        """Tell the parent, which hands the next connection to the worker with the fewest."""
+        if self.channel is not None:
+            with contextlib.suppress(OSError):
+                self.channel.send(workers.CLOSED)
+
     def bound(self) -> list[str]:
         """Where we listen, as Postfix's check_policy_service wants it written."""
         if self.server is None:
@@ -602,7 +652,7 @@ class PolicyDaemon:
             await asyncio.sleep(1.0)
             server.recipients.refresh()
             n += 1
-            if n % 300 == 0:
+            if n % 300 == 0 and self.index == 0:  # one worker of several purges
                 with contextlib.suppress(Exception):
                     await server.state.purge_expired(time.time())
 
@@ -614,6 +664,9 @@ class PolicyDaemon:
             self._built.events.reopen()
 
     async def stop(self) -> None:
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.channel.fileno())
         if self.server is not None:
             self.server.close()
         for conn in list(self.connections):
@@ -648,11 +701,39 @@ class PolicyDaemon:
         self._built = None
 
 
-async def run_forever(cfg: Config, announce: Callable[[str], None] = print) -> int:
+def _adopted(sock: socket.socket) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            sock.close()  # Postfix answers 451 4.3.5 and retries
+
+    return done
+
+
+def supervise(cfg: Config, announce: Callable[[str], None] = print) -> int | None:
+    """`mxguard policyd` with `[policyd].workers` other than 1: the parent (workers.py);
+    None with one worker, which serves in this process (`run_forever`)."""
+    workers.check(cfg)
+    if workers.worker_count(cfg) == 1:
+        return None
+
+    def run_worker(cfg: Config, channel: socket.socket, index: int) -> int:
+        from mxguard.cliutil import run_on_loop
+
+        return run_on_loop(cfg, run_forever(cfg, lambda s: None, channel, index))
+
+    return workers.Supervisor(cfg, run_worker, announce).run()
+
+
+async def run_forever(
+    cfg: Config,
+    announce: Callable[[str], None] = print,
+    channel: socket.socket | None = None,
+    index: int = 0,
+) -> int:
     """`mxguard policyd`: serve until SIGTERM or SIGINT; SIGHUP re-reads recipients."""
     import signal
 
-    daemon = PolicyDaemon(cfg)
+    daemon = PolicyDaemon(cfg, channel, index)
     await daemon.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)

@@ -331,6 +331,21 @@ class SqliteState(StateStore):
         result: T = await self._worker.submit(fn)
         return result
 
+    def prepare(self) -> None:
+        """Create the file and its schema now, on a connection of its own that is closed
+        again (no thread, nothing kept): for a parent about to fork workers that would
+        otherwise race to switch a new file to WAL, which SQLite refuses without waiting."""
+        if self._memory:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        finally:
+            db.close()
+
     async def open(self) -> None:
         """Create the file and schema now, so a bad path fails at start-up, not on first mail."""
         await self._run(lambda db: None)

@@ -1,0 +1,339 @@
+"""`[policyd].workers`: several policy server processes behind the one listening socket.
+
+One process answers with one core, and a busy Postfix keeps many connections open (one per
+smtpd process). So the parent binds the socket and accepts, and hands each connection, for
+its whole life, to the worker that has the fewest (over a UNIX socketpair, SCM_RIGHTS); the
+worker serves it as its own. Connections spread evenly however few there are, and the
+parent does nothing per request. The workers share the state as `serve` and a `policyd`
+beside it do (SQLite's locks, Redis), and append to one event log (whole lines, O_APPEND).
+
+The parent forwards SIGHUP and SIGUSR1, stops the workers on SIGTERM or SIGINT, and starts a
+worker again when one dies (its connections are closed; Postfix reconnects). It forks before
+any event loop or thread exists, so each worker starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mxguard.config import Config, ConfigError, parse_hostport
+
+log = logging.getLogger("mxguard.policyd")
+
+#: what a worker writes to the parent when one of its connections has closed
+CLOSED = b"x"
+#: what a worker writes before its config error, as JSON [file, key, problem]
+FAILED = b"E"
+#: a worker that dies sooner than this after its start is started again only after a pause
+QUICK_DEATH = 5.0
+#: a worker's exit code for an error in the config (as `mxguard` itself exits with): the
+#: parent stops the others and exits with it, rather than start workers that cannot run
+CONFIG_FAILED = 2
+
+
+def worker_count(cfg: Config) -> int:
+    return cfg.policyd.workers or os.cpu_count() or 1
+
+
+def check(cfg: Config) -> None:
+    """What several workers cannot do, said before anything starts."""
+    if worker_count(cfg) == 1:
+        return
+    if cfg.metrics.listen or cfg.metrics.control_socket:
+        raise ConfigError(
+            cfg.source,
+            "policyd.workers",
+            "several workers cannot share [metrics] (each would count only its own "
+            "requests): use workers = 1 with metrics",
+        )
+    if cfg.state.url.startswith("memory:"):
+        raise ConfigError(
+            cfg.source,
+            "policyd.workers",
+            "several workers need a state they share (sqlite:// or redis://), not memory://",
+        )
+
+
+def prepare_state(cfg: Config) -> None:
+    """Create a SQLite file before the workers start (they would race to); a no-op else."""
+    from mxguard.state import open_state
+
+    try:
+        state = open_state(cfg.state.url, cfg.state.key_prefix)
+        prepare = getattr(state, "prepare", None)
+        if prepare is not None:
+            prepare()
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise ConfigError(cfg.source, "state.url", f"cannot open state: {exc}") from None
+
+
+def bind(cfg: Config) -> tuple[socket.socket, str]:
+    """The listening socket and how Postfix's check_policy_service names it."""
+    listen = cfg.policyd.listen.strip()
+    if listen.startswith("unix:"):
+        listen = listen[5:]
+    try:
+        if "/" in listen:
+            path = Path(listen)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()  # a stale socket from a previous run
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            os.chmod(path, 0o666)  # smtpd runs as the mail_owner user
+            where = f"unix:{path}"
+        else:
+            host, port = parse_hostport(listen, 10023)
+            host = host.strip("[]")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            bound_host, bound_port = sock.getsockname()[:2]
+            where = (
+                f"inet:[{bound_host}]:{bound_port}"
+                if ":" in bound_host
+                else f"inet:{bound_host}:{bound_port}"
+            )
+        sock.listen(512)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            cfg.source, "policyd.listen", f"cannot listen on {cfg.policyd.listen}: {exc}"
+        ) from None
+    sock.setblocking(False)
+    return sock, where
+
+
+@dataclass
+class Worker:
+    index: int
+    pid: int
+    channel: socket.socket
+    started: float
+    connections: int = 0
+
+
+class Supervisor:
+    """The parent: accept, hand over, keep the workers running."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_worker: Callable[[Config, socket.socket, int], int],
+        announce: Callable[[str], None],
+    ) -> None:
+        self.cfg = cfg
+        self.run_worker = run_worker
+        self.announce = announce
+        self.count = worker_count(cfg)
+        self.workers: dict[int, Worker] = {}  # by index
+        self.sel = selectors.DefaultSelector()
+        self.signals: list[int] = []
+        self.restart_at: dict[int, float] = {}  # index -> when to start it again
+        self.failed: int | None = None  # a worker's config error: stop, exit with it
+        self.error: ConfigError | None = None  # and what it was
+
+    def run(self) -> int:
+        prepare_state(self.cfg)
+        self.listener, where = bind(self.cfg)
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, lambda n, _frame: self.signals.append(n))
+        signal.signal(signal.SIGCHLD, lambda n, _frame: None)  # wakes the select
+        self.sel.register(wake_r, selectors.EVENT_READ, "signal")
+        for index in range(self.count):
+            self._start(index)
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.announce(
+            f"mxguard policyd for {', '.join(self.cfg.local_domains())}; state "
+            f"{self.cfg.state.url}; events {self.cfg.log.events}; {self.count} workers"
+        )
+        self.announce(f"policyd listening on {where}")
+        try:
+            while True:
+                timeout = 1.0 if self.restart_at else None
+                for key, _ in self.sel.select(timeout):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "signal":
+                        with contextlib.suppress(OSError):
+                            wake_r.recv(4096)
+                    else:
+                        self._heard(key.data)
+                self._reap()
+                if self.failed is not None:
+                    break
+                self._restart_due()
+                if self._signalled():
+                    break
+        finally:
+            self._stop()
+            signal.set_wakeup_fd(-1)
+        if self.failed is not None:
+            raise self.error or ConfigError(self.cfg.source, "", "a policyd worker could not start")
+        self.announce("stopping")
+        return 0
+
+    def _start(self, index: int) -> None:
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                parent_end.close()
+                self.listener.close()
+                self.sel.close()
+                for w in self.workers.values():
+                    w.channel.close()
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                code = self.run_worker(self.cfg, child_end, index)
+            except ConfigError as exc:  # the state cannot be opened, say: every worker's fate
+                # the parent says it, once, as any config error is said
+                with contextlib.suppress(OSError):
+                    child_end.sendall(
+                        FAILED + json.dumps([exc.file, exc.key, exc.problem]).encode()
+                    )
+                code = CONFIG_FAILED
+            except BaseException:  # a worker reports and exits; it never returns to the loop
+                log.exception("policyd worker %d failed", index)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        child_end.close()
+        parent_end.setblocking(False)
+        worker = Worker(index, pid, parent_end, time.monotonic())
+        self.workers[index] = worker
+        self.sel.register(parent_end, selectors.EVENT_READ, worker)
+
+    def _accept(self) -> None:
+        for _ in range(64):  # bounded: the rest waits for the next round
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: Postfix retries
+                log.warning("policyd: accept failed: %s", exc)
+                return
+            with conn:
+                live = [w for w in self.workers.values()]
+                if not live:
+                    continue  # closed: Postfix answers 451 4.3.5 and retries
+                worker = min(live, key=lambda w: (w.connections, w.index))
+                try:
+                    socket.send_fds(worker.channel, [b"c"], [conn.fileno()])
+                except OSError as exc:  # the worker is going; its death is reaped below
+                    log.warning(
+                        "policyd: worker %d did not take a connection: %s", worker.index, exc
+                    )
+                    continue
+                worker.connections += 1
+
+    def _heard(self, worker: Worker) -> None:
+        try:
+            data = worker.channel.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data.startswith(FAILED):
+            with contextlib.suppress(ValueError):
+                self.error = ConfigError(*json.loads(data[len(FAILED) :]))
+            return
+        if data:
+            worker.connections = max(0, worker.connections - data.count(CLOSED))
+            return
+        # the worker's end closed: it is exiting; _reap collects it
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(worker.channel)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for index, w in list(self.workers.items()):
+                if w.pid != pid:
+                    continue
+                del self.workers[index]
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(w.channel)
+                w.channel.close()
+                code = os.waitstatus_to_exitcode(status)
+                if code == CONFIG_FAILED:
+                    self.failed = CONFIG_FAILED
+                    continue
+                log.warning("policyd: worker %d (pid %d) exited with %s", index, pid, code)
+                quick = time.monotonic() - w.started < QUICK_DEATH
+                self.restart_at[index] = time.monotonic() + (QUICK_DEATH if quick else 0.0)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for index, at in list(self.restart_at.items()):
+            if at <= now and not self.signals:
+                del self.restart_at[index]
+                self._start(index)
+
+    def _signalled(self) -> bool:
+        signals, self.signals = self.signals, []
+        stop = False
+        for signum in signals:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                stop = True
+            else:  # SIGHUP: reload recipients; SIGUSR1: reopen the event log
+                for w in self.workers.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(w.pid, signum)
+        return stop
+
+    def _stop(self) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(self.listener)
+        self.listener.close()
+        for w in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15.0
+        while self.workers and time.monotonic() < deadline:
+            self._reap_stopping()
+            time.sleep(0.05)
+        for w in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(w.pid, 0)
+        if self.cfg.policyd.listen.strip().removeprefix("unix:").count("/"):
+            with contextlib.suppress(OSError):
+                Path(self.cfg.policyd.listen.strip().removeprefix("unix:")).unlink()
+
+    def _reap_stopping(self) -> None:
+        for index, w in list(self.workers.items()):
+            try:
+                pid, _ = os.waitpid(w.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = w.pid
+            if pid:
+                del self.workers[index]
+                w.channel.close()

@@ -1,0 +1,179 @@
+"""`[policyd].workers`: several processes behind one socket, over real sockets and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.policyd.test_policyd_daemon import CONFIG, mxguard, request, tmp
+
+__all__ = ["tmp"]  # the fixture, used by name
+
+
+def start(
+    tmp: Path, workers: int, listen: str = "127.0.0.1:0", extra: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    config = tmp / "mxguard.toml"
+    text = CONFIG.format(tmp=tmp, listen=listen).replace(
+        f'listen = "{listen}"', f'listen = "{listen}"\nworkers = {workers}'
+    )
+    config.write_text(text + extra)
+    proc = mxguard("policyd", "--config", str(config))
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert f"{workers} workers" in first, (first, proc.stderr and proc.stderr.read())
+    where = proc.stdout.readline().strip().removeprefix("policyd listening on ")
+    return proc, where
+
+
+@pytest.fixture
+def two(tmp: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc, where = start(tmp, 2)
+    m = re.fullmatch(r"inet:127\.0\.0\.1:(\d+)", where)
+    assert m, where
+    yield proc, int(m.group(1))
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=15)
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def ask(port: int, **kw: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request(**kw))
+        return s.recv(200)
+
+
+def sessions_by_worker(tmp: Path, proc: subprocess.Popen[str]) -> set[str]:
+    """The PIDs in the event log's session ids (each worker names its own)."""
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    lines = (tmp / "events.jsonl").read_text().splitlines()
+    return {json.loads(line)["session"].split(".")[0] for line in lines}
+
+
+def test_connections_spread_over_the_workers_and_all_are_answered(
+    tmp: Path, two: tuple[subprocess.Popen[str], int]
+) -> None:
+    proc, port = two
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        for i, s in enumerate(socks):
+            # the backup greylists: every worker reads and writes the one state
+            s.sendall(request(server_port="2602", client_address=f"198.51.100.{i + 1}"))
+        replies = [s.recv(200) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert all(r.startswith(b"action=DEFER_IF_PERMIT 4.7.1") for r in replies), replies
+    # open together, the four went two and two: both workers answered, each as itself
+    assert sessions_by_worker(tmp, proc) == {f"P{pid:x}" for pid in workers}
+    assert proc.returncode == 0
+
+
+def test_a_worker_that_dies_is_started_again(
+    tmp: Path, two: tuple[subprocess.Popen[str], int]
+) -> None:
+    proc, port = two
+    first = children(proc.pid)
+    os.kill(first[0], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # bounded: the parent restarts it within seconds
+        now = children(proc.pid)
+        if len(now) == 2 and first[0] not in now:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no new worker: {children(proc.pid)}")
+    for _ in range(4):  # whichever worker takes it, every connection is answered
+        assert ask(port) == b"action=DUNNO\n\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "exited with -9" in err  # the parent said what happened
+
+
+def test_sighup_and_sigusr1_leave_every_worker_running(tmp: Path) -> None:
+    proc, where = start(tmp, 2)
+    port = int(where.rsplit(":", 1)[1])
+    try:
+        assert ask(port, recipient="dave@example.test").startswith(b"action=550")
+        workers = children(proc.pid)
+        # forwarded, and handled (reload, reopen the event log), never the default: death
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert children(proc.pid) == workers
+        assert ask(port) == b"action=DUNNO\n\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopping" in out and "Traceback" not in err
+
+
+def test_unix_socket_with_workers(tmp: Path) -> None:
+    path = tmp / "policy.sock"
+    proc, where = start(tmp, 2, listen=str(path))
+    try:
+        assert where == f"unix:{path}"
+        for _ in range(3):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(str(path))
+                s.sendall(request())
+                assert s.recv(100) == b"action=DUNNO\n\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert not path.exists()  # removed at the end
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ('\n[metrics]\nlisten = "127.0.0.1:0"\n', "metrics"),
+        ("", "memory://"),  # each worker would keep its own greylist
+    ],
+)
+def test_what_workers_cannot_share_is_a_config_error(tmp: Path, extra: str, why: str) -> None:
+    config = tmp / "mxguard.toml"
+    text = CONFIG.format(tmp=tmp, listen="127.0.0.1:0").replace(
+        'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\nworkers = 2'
+    )
+    if why == "memory://":
+        text = text.replace(f'url = "sqlite:///{tmp}/state.db"', 'url = "memory://"')
+    config.write_text(text + extra)
+    proc = mxguard("policyd", "--config", str(config))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert len(err.strip().splitlines()) == 1 and "policyd.workers" in err, err
+    assert why in err
+
+
+def test_a_state_that_cannot_open_stops_the_parent_with_one_line(tmp: Path) -> None:
+    config = tmp / "mxguard.toml"
+    text = CONFIG.format(tmp=tmp, listen="127.0.0.1:0").replace(
+        'listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\nworkers = 2'
+    )
+    (tmp / "state.db").mkdir()  # a directory where the SQLite file should be
+    config.write_text(text)
+    proc = mxguard("policyd", "--config", str(config))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "state.url" in err, err
