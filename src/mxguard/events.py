@@ -3,7 +3,10 @@
 Message bodies are never logged. Lines are buffered and written in batches (every 0.2 s,
 or when the buffer grows) with one O_APPEND write() each, so two processes appending to one
 file never interleave inside a line and a busy listener does not pay a syscall per
-decision; SIGUSR1 reopens the file for logrotate.
+decision; SIGUSR1 reopens the file for logrotate. A decision waits in the buffer as its
+facts and verdict, and becomes its line in the batch: formatting hundreds of lines in one
+loop costs well under what formatting each between two requests does (measured: about 6 us
+a decision less for `policyd`, bench/policyd/README.md).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ DECISION_FIELDS = frozenset(
     {"ts", "mx", "role", "preference", "client", "helo", "sender", "recipient", "stage"}
     | {"action", "code", "status", "reason", "size", "session", "queue_id"}
 )
+
+#: what a decision line is counted as towards a flush (they are about 350 to 450 bytes)
+_DECISION_SIZE = 400
 
 _client_json: Memo[object, str] = Memo(4096)
 
@@ -88,9 +94,9 @@ class EventLog:
         self.path = Path(path) if path else None
         self._fd: int | None = None
         self._lock = threading.Lock()
-        self._buffer: list[str] = []
+        # lines, and decisions still to format: (facts, verdict, queue_id, extra)
+        self._buffer: list[str | tuple[Facts, Verdict, str | None, dict[str, Any]]] = []
         self._buffered = 0
-        self.counts: dict[tuple[str, str, str], int] = {}  # (mx, action, reason) -> n
         self.listeners: list[Any] = []  # callables taking the event dict (metrics)
         self.reopen()
 
@@ -105,8 +111,6 @@ class EventLog:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def write(self, event: dict[str, Any]) -> None:
-        key = (str(event.get("mx")), str(event.get("action")), str(event.get("reason")))
-        self.counts[key] = self.counts.get(key, 0) + 1
         for listener in self.listeners:
             listener(event)
         if self._fd is None:
@@ -123,7 +127,9 @@ class EventLog:
                 self._buffer.clear()
                 self._buffered = 0
                 return
-            data = "".join(self._buffer).encode("utf-8", "surrogateescape")
+            data = "".join(
+                line if type(line) is str else _decision_event_line(*line) for line in self._buffer
+            ).encode("utf-8", "surrogateescape")
             self._buffer.clear()
             self._buffered = 0
             try:
@@ -146,13 +152,11 @@ class EventLog:
             return
         # Nobody wants the dict: write the line directly. Every decision of every session
         # comes here, and formatting beats building a dict and walking it in the encoder.
-        key = (facts.mx.host, verdict.action.value, verdict.reason)
-        self.counts[key] = self.counts.get(key, 0) + 1
         if self._fd is None:
             return
-        line = _decision_event_line(facts, verdict, queue_id, extra)
-        self._buffer.append(line)
-        self._buffered += len(line)
+        # formatted at the flush (see the module docstring); facts and verdicts are frozen
+        self._buffer.append((facts, verdict, queue_id, extra))
+        self._buffered += _DECISION_SIZE
         if self._buffered > 256 * 1024:
             self.flush()
 

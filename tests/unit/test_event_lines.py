@@ -84,7 +84,32 @@ def test_both_paths_write_the_same_file(tmp_path: Path) -> None:
         log.decision(facts, verdict, stage="eom")  # an extra that replaces a field
         log.close()
         lines.append((tmp_path / f"{listen}.jsonl").read_bytes())
-        assert log.counts == {("mx1.example.test", "tempfail", "greylisted"): 2}
     assert lines[0] == lines[1]
     assert [e["stage"] for e in seen] == ["rcpt", "eom"]
     assert json.loads(lines[0].splitlines()[1])["stage"] == "eom"
+
+
+def test_decisions_formatted_at_the_flush_keep_their_order_among_other_lines(
+    tmp_path: Path,
+) -> None:
+    """A decision waits in the buffer unformatted; the file still has every line in the
+    order it was logged, whichever way each was written."""
+    facts = Facts(
+        Stage.RCPT,
+        1700000000.5,
+        ipaddress.ip_address("192.0.2.7"),
+        MxInfo("mx1.example.test", Role.PRIMARY, 10),
+        "S1",
+        sender="a@b.example",
+        recipient="c@example.test",
+    )
+    verdict = Verdict(Action.ACCEPT, 250, "2.1.5", "OK", "accepted")
+    log = EventLog(tmp_path / "e.jsonl")
+    log.decision(facts, verdict)
+    log.write({"event": "middle"})
+    log.decision(facts.at(Stage.EOM), verdict, queue_id="Q2")
+    assert (tmp_path / "e.jsonl").read_bytes() == b""  # all still in the buffer
+    log.close()
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e.get("stage", e.get("event")) for e in events] == ["rcpt", "middle", "eom"]
+    assert events[2]["queue_id"] == "Q2"

@@ -7,9 +7,6 @@ per decision, address as text, only for that listener to take it apart again was
 the cost of a decision's bookkeeping. So when that listener is the only reader, decisions go
 to its `on_decision`, which takes the facts and verdict the event is made of. With any other
 listener, or a log file, they go through `EventLog.decision` as in `serve`.
-
-Not kept on the direct path: `EventLog.counts`, which only the metrics endpoint reads, and
-that is not simulated (`sim/policy.py`).
 """
 
 from __future__ import annotations
