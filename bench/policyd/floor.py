@@ -8,17 +8,23 @@ metrics, and commits its writes in groups every 5 ms, as mxguard's `greylist_now
 this cannot reach 5x, no policy server in Python with SQLite state can.
 
     .venv/bin/python bench/policyd/floor.py                # N=20000, 1 and 8 connections
+    .venv/bin/python bench/policyd/floor.py --blocking     # a thread per connection instead
     .venv/bin/python bench/policyd/floor.py --serve PORT DB DELAY   # (the server itself)
+
+`--blocking` serves each connection on a thread of its own with blocking sockets: no event
+loop between the socket and the answer, the other common shape of a small policy server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,12 +69,61 @@ class Floor(asyncio.Protocol):
         self.pending.clear()
 
 
-async def serve(port: int, path: str, delay: float) -> None:
-    db = sqlite3.connect(path, isolation_level=None)
+def open_db(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, first REAL, last REAL)")
     db.isolation_level = ""  # `with db:` groups a flush into one transaction
+    return db
+
+
+class Blocking:
+    """The same answers from threads: one per connection, one lock around the database."""
+
+    def __init__(self, db: sqlite3.Connection, delay: float) -> None:
+        self.db, self.delay = db, delay
+        self.lock = threading.Lock()
+        self.pending: list[tuple] = []
+        self.flushed = time.monotonic()
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        with conn:
+            while data := conn.recv(65536):
+                buf += data
+                while b"\n\n" in buf:
+                    block, buf = buf.split(b"\n\n", 1)
+                    conn.sendall(self.answer(block))
+
+    def answer(self, block: bytes) -> bytes:
+        attrs = dict(line.split(b"=", 1) for line in block.split(b"\n") if b"=" in line)
+        net = attrs[b"client_address"].rsplit(b".", 1)[0]
+        key = b"/".join((net, attrs[b"sender"].lower(), attrs[b"recipient"].lower())).decode()
+        now = time.time()
+        with self.lock:
+            row = self.db.execute("SELECT first FROM t WHERE k = ?", (key,)).fetchone()
+            first = now if row is None else row[0]
+            self.pending.append((key, first, now))
+            if time.monotonic() - self.flushed >= 0.005:  # the same 5 ms groups
+                with self.db:
+                    self.db.executemany("INSERT OR REPLACE INTO t VALUES (?, ?, ?)", self.pending)
+                self.pending.clear()
+                self.flushed = time.monotonic()
+        return PASS if now - first >= self.delay else DEFER
+
+
+def serve_blocking(port: int, path: str, delay: float) -> None:
+    server = Blocking(open_db(path), delay)
+    with socket.create_server(("127.0.0.1", port), backlog=64) as listener:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=server.serve_connection, args=(conn,), daemon=True).start()
+
+
+async def serve(port: int, path: str, delay: float) -> None:
+    db = open_db(path)
     pending: list[tuple] = []
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Floor(db, delay, pending), "127.0.0.1", port)
@@ -76,10 +131,14 @@ async def serve(port: int, path: str, delay: float) -> None:
         await server.serve_forever()
 
 
+BLOCKING = False
+
+
 def start_floor(tmp: Path, delay: int) -> tuple[subprocess.Popen[bytes], int]:
     port = bench.free_port()
+    serve_flag = "--serve-blocking" if BLOCKING else "--serve"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), str(tmp / "floor.db"), str(delay)]
+        [sys.executable, __file__, serve_flag, str(port), str(tmp / "floor.db"), str(delay)]
     )
     bench.wait_port(port, proc)
     return proc, port
@@ -105,14 +164,22 @@ def run_floor(n: int, connections: int, delay: int) -> tuple[float, float, list[
 
 
 def main() -> int:
+    global BLOCKING
     if sys.argv[1:2] == ["--serve"]:
         import uvloop
 
         port, path, delay = int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
         uvloop.run(serve(port, path, delay))
         return 0
+    if sys.argv[1:2] == ["--serve-blocking"]:
+        serve_blocking(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+        return 0
+    BLOCKING = "--blocking" in sys.argv[1:]
     n, delay = 20000, 3
-    print(f"N={n} requests, greylist delay {delay}s; floor: the least a Python server can do")
+    shape = "a thread per connection" if BLOCKING else "uvloop"
+    print(
+        f"N={n} requests, greylist delay {delay}s; floor ({shape}): the least a Python server can do"
+    )
     print(f"{'conns':>5} {'postgrey req/s':>15} {'floor req/s':>12} {'ratio':>6} "
           f"{'pg us/req':>10} {'floor us/req':>13} {'mismatch':>8}")  # fmt: skip
     for c in (1, 8):
