@@ -159,11 +159,6 @@ class PolicyService:
         self.on_session = on_session
         self.prepend = cfg.policyd.prepend_header
         self.hostname = cfg.server.hostname
-        self.requests = 0
-        self.decisions: collections.Counter[str] = collections.Counter()
-        # None: log each decision as it is made; a list: keep them for `log_answered`, so a
-        # connection can send the reply first and log while Postfix reads it
-        self.unlogged: list[tuple[Facts, Verdict, str | None, dict[str, Any]]] | None = None
 
     def _session(self, conn: ConnectionState, attrs: dict[str, str], ip: IPAddress) -> SessionState:
         key = (
@@ -189,7 +184,6 @@ class PolicyService:
 
     async def handle(self, request: protocol.PolicyRequest, conn: ConnectionState) -> bytes:
         """The reply bytes; BadRequest for a request that cannot be judged."""
-        self.requests += 1
         attrs = request.attrs
         stage = STAGES.get(attrs.get("protocol_state", "").upper())
         if stage is None:  # VRFY, ETRN: nothing of ours to say
@@ -216,7 +210,6 @@ class PolicyService:
         action = protocol.action_for(verdict, prepend, facts.recipient or facts.sender)
         if stage is Stage.RCPT and verdict.action is Action.ACCEPT and facts.recipient:
             s.recipients.append(facts.recipient)
-        self.decisions[verdict.reason] += 1
         if stage in (Stage.RCPT, Stage.EOM) or verdict.action is not Action.ACCEPT:
             extra: dict[str, Any] = {"frontend": "policyd", "postfix_action": action}
             if decided_at is not stage:
@@ -226,20 +219,10 @@ class PolicyService:
             if attrs.get("instance"):
                 extra["instance"] = attrs["instance"]
             logged = facts if decided_at is stage else facts.at(decided_at)
-            queue_id = attrs.get("queue_id") or None
-            if self.unlogged is None:
-                self.events.decision(logged, verdict, queue_id=queue_id, **extra)
-            else:
-                self.unlogged.append((logged, verdict, queue_id, extra))
+            # the event log formats it later, with others (events.py): nothing here delays
+            # the reply
+            self.events.decision(logged, verdict, queue_id=attrs.get("queue_id") or None, **extra)
         return protocol.render(action)
-
-    def log_answered(self) -> None:
-        """Log the decisions kept in `unlogged`, in the order they were made."""
-        unlogged = self.unlogged
-        if unlogged:
-            self.unlogged = []
-            for facts, verdict, queue_id, extra in unlogged:
-                self.events.decision(facts, verdict, queue_id=queue_id, **extra)
 
     def _facts(self, stage: Stage, attrs: dict[str, str], ip: IPAddress, s: SessionState) -> Facts:
         recipient = attrs.get("recipient") or None
@@ -444,17 +427,13 @@ class PolicyConnection(asyncio.Protocol):
 
     def _reply(self, reply: bytes) -> None:
         if self.closed or self.transport is None:
-            self.service.log_answered()
             return
         self.transport.write(reply)
-        # the event line is no part of the answer: written while Postfix reads the reply
-        self.service.log_answered()
         if self.paused and len(self.pending) < MAX_PENDING // 2:
             self.paused = False
             self.transport.resume_reading()
 
     def _failed(self, exc: Exception) -> None:
-        self.service.log_answered()
         if isinstance(exc, BadRequest):
             log.warning("policyd: %s: %s; closing without a reply", self.peer, exc)
         else:
@@ -559,7 +538,6 @@ class PolicyDaemon:
 
         self.service.on_session = on_session
         self.service.clock = runtime.clock
-        self.service.unlogged = []  # each connection logs after it has replied
         try:
             if self.channel is not None:
                 self._adopt()
@@ -681,8 +659,6 @@ class PolicyDaemon:
 
     async def _release(self) -> None:
         server = self._built
-        with contextlib.suppress(AttributeError):  # no service when start failed early
-            self.service.log_answered()
         for t in [*self.tasks, *(server.tasks if server is not None else [])]:
             t.cancel()
         for t in [*self.tasks, *(server.tasks if server is not None else [])]:
