@@ -152,8 +152,10 @@ def start_policyd(config: Path) -> tuple[subprocess.Popen[str], int]:
     raise RuntimeError(f"policyd did not start: {err}")
 
 
-@pytest.fixture(scope="module")
-def tier() -> Iterator[Tier]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def tier(request: pytest.FixtureRequest) -> Iterator[Tier]:
+    """The whole tier, once with policyd in one process and once with `workers = 2` (every
+    smtpd process's connection then goes to one of two processes sharing the state)."""
     # Our own temp dir: pytest prunes old basetemp dirs, and other suites run concurrently here.
     tmp = Path(tempfile.mkdtemp(prefix="mxg-policyd-"))
     primary_port, backup_port = free_port(), free_port()
@@ -171,7 +173,7 @@ def tier() -> Iterator[Tier]:
                 'roles = ["backup"]': 'roles = ["primary", "backup"]',
                 'delay = "5m"': f'delay = "{GREYLIST_DELAY}s"',
                 "198.51.100.0/24": "127.0.0.66/32",
-                "127.0.0.1:10023": "127.0.0.1:0",
+                'listen = "127.0.0.1:10023"': f'listen = "127.0.0.1:0"\nworkers = {request.param}',
                 "192.0.2.10:25": f"127.0.0.1:{primary_port}",
                 "192.0.2.20:25": f"127.0.0.1:{backup_port}",
             },
@@ -181,6 +183,9 @@ def tier() -> Iterator[Tier]:
     sink = Controller(handler, hostname="127.0.0.1", port=free_port())
     sink.start()
     policyd, policy_port = start_policyd(config)
+    if request.param > 1:  # the parent and its workers, not one process
+        kids = Path(f"/proc/{policyd.pid}/task/{policyd.pid}/children").read_text().split()
+        assert len(kids) == request.param, kids
     settings = main_cf_settings(
         substitute(doc_example("main.cf"), {"127.0.0.1:10023": f"127.0.0.1:{policy_port}"})
     )
