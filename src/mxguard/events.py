@@ -89,6 +89,18 @@ def _decision_event_line(
     return line + "}\n"
 
 
+def _formatted(item: str | tuple[Facts, Verdict, str | None, dict[str, Any]]) -> str:
+    """A buffered line, or a decision's line; one that cannot be formatted is lost, not
+    the whole batch (and every batch after it)."""
+    if isinstance(item, str):
+        return item
+    try:
+        return _decision_event_line(*item)
+    except Exception:
+        log.exception("event log: a decision could not be written")
+        return ""
+
+
 class EventLog:
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
@@ -127,11 +139,9 @@ class EventLog:
                 self._buffer.clear()
                 self._buffered = 0
                 return
-            data = "".join(
-                line if type(line) is str else _decision_event_line(*line) for line in self._buffer
-            ).encode("utf-8", "surrogateescape")
-            self._buffer.clear()
+            buffer, self._buffer = self._buffer, []
             self._buffered = 0
+            data = "".join(map(_formatted, buffer)).encode("utf-8", "surrogateescape")
             try:
                 view = memoryview(data)
                 while view:

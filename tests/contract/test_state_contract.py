@@ -573,3 +573,35 @@ async def test_sqlite_group_commits_count_their_steps_towards_a_checkpoint(tmp_p
         assert store.checkpoints >= 300 // (50 + 20)
     finally:
         await store.close()
+
+
+async def test_sqlite_counter_answers_see_other_processes_adds_while_groups_wait(
+    tmp_path: Path,
+) -> None:
+    """A counter this process adds to while its groups wait for a lock another process
+    holds: its answers are the file's count plus its own adds not yet written, so the other
+    process's adds show as soon as they are committed, not once this process stops adding."""
+    path = tmp_path / "state.db"
+    store = SqliteState(path)
+    await store.open()
+    try:
+        assert store.counter_add_now("rate:x", 1, 60.0, T0) == 1
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            await asyncio.sleep(SqliteState.GROUP_WINDOW * 4)  # the group waits on the worker
+            assert store.counter_add_now("rate:x", 1, 60.0, T0) == 2
+            # the other process adds 10 in the same window, and commits
+            other.execute("UPDATE kv SET value = '10' WHERE key = 'rate:x'")
+            other.execute(
+                "INSERT OR IGNORE INTO kv(key, value, expires) VALUES ('rate:x', '10', ?)",
+                (T0 + 60.0,),
+            )
+            other.execute("COMMIT")
+        for _ in range(200):  # bounded: the worker writes once the lock is free
+            await asyncio.sleep(SqliteState.GROUP_WINDOW)
+            if store.counter_add_now("rate:x", 0, 60.0, T0) == 12:
+                break
+        assert store.counter_add_now("rate:x", 1, 60.0, T0) == 13
+        assert await store.get("rate:x", T0) == "13"  # and the file agrees once written
+    finally:
+        await store.close()

@@ -600,7 +600,7 @@ class PolicyDaemon:
                 task = loop.create_task(
                     loop.connect_accepted_socket(lambda: PolicyConnection(self), sock)
                 )
-                task.add_done_callback(_adopted(sock))
+                task.add_done_callback(_adopted(sock, self))
 
         loop.add_reader(channel.fileno(), take)
 
@@ -677,10 +677,11 @@ class PolicyDaemon:
         self._built = None
 
 
-def _adopted(sock: socket.socket) -> Callable[[asyncio.Future[Any]], None]:
+def _adopted(sock: socket.socket, daemon: PolicyDaemon) -> Callable[[asyncio.Future[Any]], None]:
     def done(task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
             sock.close()  # Postfix answers 451 4.3.5 and retries
+            daemon.connection_closed()  # the parent counted it
 
     return done
 
@@ -727,6 +728,9 @@ async def run_forever(
     )
     for where in daemon.bound():
         announce(f"policyd listening on {where}")
+    if channel is not None:  # a worker: the parent may hand it connections and signals now
+        with contextlib.suppress(OSError):
+            channel.send(workers.READY)
     await daemon.stopping.wait()
     announce("stopping")
     await daemon.stop()

@@ -37,10 +37,14 @@ log = logging.getLogger("mxguard.policyd")
 CLOSED = b"x"
 #: what a worker writes before its config error, as JSON [file, key, problem]
 FAILED = b"E"
+#: what a worker writes once it serves (its state open, its signal handlers in place)
+READY = b"r"
 #: a worker that dies sooner than this after its start is started again only after a pause
 QUICK_DEATH = 5.0
-#: a worker's exit code for an error in the config (as `mxguard` itself exits with): the
-#: parent stops the others and exits with it, rather than start workers that cannot run
+#: a worker's exit code for an error in the config (as `mxguard` itself exits with): while
+#: no worker has ever served, the parent stops the others and exits with it, rather than
+#: start workers that cannot run; later (a state busy or down for a moment while a worker
+#: restarts) it is one more death, and the worker is started again after a pause
 CONFIG_FAILED = 2
 
 
@@ -124,6 +128,7 @@ class Worker:
     channel: socket.socket
     started: float
     connections: int = 0
+    ready: bool = False
 
 
 class Supervisor:
@@ -145,11 +150,13 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}  # index -> when to start it again
         self.failed: int | None = None  # a worker's config error: stop, exit with it
         self.error: ConfigError | None = None  # and what it was
+        self.served = False  # some worker has been ready: config errors are behind us
+        self.wake: tuple[socket.socket, socket.socket] | None = None
 
     def run(self) -> int:
         prepare_state(self.cfg)
         self.listener, where = bind(self.cfg)
-        wake_r, wake_w = socket.socketpair()
+        wake_r, wake_w = self.wake = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
@@ -196,15 +203,21 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
+                signal.set_wakeup_fd(-1)
                 parent_end.close()
                 self.listener.close()
                 self.sel.close()
+                for sock in self.wake or ():
+                    sock.close()
                 for w in self.workers.values():
                     w.channel.close()
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
+                # forwarded reload and reopen must not kill a worker that is still starting
+                # (their default is to terminate); its loop's handlers replace these
+                for signum in (signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(signum, signal.SIG_IGN)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
                 code = self.run_worker(self.cfg, child_end, index)
             except ConfigError as exc:  # the state cannot be opened, say: every worker's fate
                 # the parent says it, once, as any config error is said
@@ -233,20 +246,24 @@ class Supervisor:
                 return
             except OSError as exc:  # EMFILE and the like: Postfix retries
                 log.warning("policyd: accept failed: %s", exc)
+                time.sleep(0.1)  # the socket stays readable: do not spin on it
                 return
             with conn:
-                live = [w for w in self.workers.values()]
-                if not live:
-                    continue  # closed: Postfix answers 451 4.3.5 and retries
-                worker = min(live, key=lambda w: (w.connections, w.index))
-                try:
-                    socket.send_fds(worker.channel, [b"c"], [conn.fileno()])
-                except OSError as exc:  # the worker is going; its death is reaped below
-                    log.warning(
-                        "policyd: worker %d did not take a connection: %s", worker.index, exc
-                    )
-                    continue
-                worker.connections += 1
+                # the fewest connections first, a worker still starting after those that serve
+                order = sorted(
+                    self.workers.values(), key=lambda w: (not w.ready, w.connections, w.index)
+                )
+                for worker in order:
+                    try:
+                        socket.send_fds(worker.channel, [b"c"], [conn.fileno()])
+                    except OSError as exc:  # going, or its queue is full: the next one
+                        log.warning(
+                            "policyd: worker %d did not take a connection: %s", worker.index, exc
+                        )
+                        continue
+                    worker.connections += 1
+                    break
+                # else none took it: closed, Postfix answers 451 4.3.5 and retries
 
     def _heard(self, worker: Worker) -> None:
         try:
@@ -256,10 +273,12 @@ class Supervisor:
         except OSError:
             data = b""
         if data.startswith(FAILED):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, TypeError):
                 self.error = ConfigError(*json.loads(data[len(FAILED) :]))
             return
         if data:
+            if READY in data:
+                worker.ready = self.served = True
             worker.connections = max(0, worker.connections - data.count(CLOSED))
             return
         # the worker's end closed: it is exiting; _reap collects it
@@ -282,10 +301,11 @@ class Supervisor:
                     self.sel.unregister(w.channel)
                 w.channel.close()
                 code = os.waitstatus_to_exitcode(status)
-                if code == CONFIG_FAILED:
+                if code == CONFIG_FAILED and not self.served:
                     self.failed = CONFIG_FAILED
                     continue
-                log.warning("policyd: worker %d (pid %d) exited with %s", index, pid, code)
+                why = f": {self.error}" if code == CONFIG_FAILED and self.error else ""
+                log.warning("policyd: worker %d (pid %d) exited with %s%s", index, pid, code, why)
                 quick = time.monotonic() - w.started < QUICK_DEATH
                 self.restart_at[index] = time.monotonic() + (QUICK_DEATH if quick else 0.0)
 

@@ -49,6 +49,8 @@ log = logging.getLogger("mxguard.state")
 
 #: a live entry: (value, expiry)
 Entry = tuple[str, float]
+#: what a group wrote, by key: the overlay's entry it wrote (stores), or the amount (adds)
+Written = tuple[str, "Entry | int | None"]
 #: one deferred write: a statement and its parameters
 Write = tuple[str, tuple[Any, ...]]
 
@@ -120,6 +122,10 @@ class SqliteState(StateStore):
         # this process's reads; how many groups the worker has yet to write
         self._deferred: list[Write] = []
         self._overlay: dict[str, tuple[str, float]] = {}
+        # counters: what this process has added and the file does not have yet, by key, and
+        # the expiry its first add saw; a read adds it to the file's value, so other
+        # processes' adds are always seen (a stored value would hide them while groups wait)
+        self._adding: dict[str, tuple[int, float]] = {}
         self._flying = 0
         self._group_timer: asyncio.TimerHandle | None = None
 
@@ -181,7 +187,8 @@ class SqliteState(StateStore):
     def _defer(self, writes: list[tuple[str, str, float, Write]]) -> bool:
         """Queue `writes` ((key, value it will have, expiry, write)) for the next group
         commit, or with no event loop to time one, write them now; False when neither could
-        be done (the lock is taken), nothing written."""
+        be done (the lock is taken), nothing written. A counter's add is kept as the amount
+        added, not the value (see `_adding`)."""
         if not self._deferred:
             try:
                 loop = asyncio.get_running_loop()
@@ -189,9 +196,16 @@ class SqliteState(StateStore):
                 done, _ = self._try_now(lambda db: _write_all(db, [w[3] for w in writes]))
                 return done
             self._group_timer = loop.call_later(self.GROUP_WINDOW, self._write_deferred)
-        overlay = self._overlay
+        overlay, adding = self._overlay, self._adding
         for key, value, expires, write in writes:
-            overlay[key] = (value, expires)
+            if write[0] is _ADD:
+                pending = adding.get(key)
+                amount = write[1][4]
+                adding[key] = (
+                    (amount, expires) if pending is None else (pending[0] + amount, pending[1])
+                )
+            else:
+                overlay[key] = (value, expires)
             self._deferred.append(write)
         if len(self._deferred) >= self.GROUP_MAX:
             self._write_deferred()
@@ -208,8 +222,11 @@ class SqliteState(StateStore):
         writes, self._deferred = self._deferred, []
         if writes:
             # what this group writes, as the overlay holds it now: a later step on a key
-            # replaces its entry, which then stays until that step's own group is written
-            written = [(w[1][0], self._overlay.get(w[1][0])) for w in writes]
+            # replaces its entry, which then stays until that step's own group is written;
+            # for a counter, the amount it adds
+            written: list[Written] = [
+                (w[1][0], w[1][4] if w[0] is _ADD else self._overlay.get(w[1][0])) for w in writes
+            ]
             # behind a group still on the worker, on the worker too: groups land in order
             done = not self._flying and self._try_now(lambda db: _write_all(db, writes))[0]
             if done:
@@ -222,9 +239,7 @@ class SqliteState(StateStore):
                 fut.add_done_callback(lambda f: self._group_landed(f, written))
         return not self._flying
 
-    def _group_landed(
-        self, fut: asyncio.Future[Any], written: list[tuple[str, tuple[str, float] | None]]
-    ) -> None:
+    def _group_landed(self, fut: asyncio.Future[Any], written: list[Written]) -> None:
         self._flying -= 1
         if not fut.cancelled() and (exc := fut.exception()) is not None:
             # policy state, not mail: those triplets will be greylisted again
@@ -235,11 +250,20 @@ class SqliteState(StateStore):
             self._committed(len(written))
         self._forget(written)
 
-    def _forget(self, written: list[tuple[str, Entry | None]]) -> None:
-        """Drop the overlay's entries that are now in the file (not those written since)."""
-        overlay = self._overlay
+    def _forget(self, written: list[Written]) -> None:
+        """Drop the overlay's entries that are now in the file (not those written since),
+        and the counters' amounts that are. (A group the worker wrote is in the file a
+        moment before this runs on the loop: a read in between counts its adds twice.)"""
+        overlay, adding = self._overlay, self._adding
         for key, entry in written:
-            if entry is not None and overlay.get(key) is entry:
+            if isinstance(entry, int):
+                pending = adding.get(key)
+                if pending is not None:
+                    if pending[0] <= entry:
+                        del adding[key]
+                    else:
+                        adding[key] = (pending[0] - entry, pending[1])
+            elif entry is not None and overlay.get(key) is entry:
                 del overlay[key]
 
     def _read_now(self, keys: tuple[str, ...], now: float) -> list[Entry | None] | NotNow:
@@ -271,6 +295,17 @@ class SqliteState(StateStore):
             for key, value, expires in rows:
                 if expires > now:
                     found[key] = (str(value), expires)
+            adding = self._adding
+            if adding:
+                for key in ask:
+                    pending = adding.get(key)
+                    if pending is not None:
+                        entry = found[key]
+                        found[key] = (
+                            (str(pending[0]), pending[1])
+                            if entry is None  # the adds start a new window
+                            else (str(int(entry[0]) + pending[0]), entry[1])
+                        )
         return [found[key] for key in keys]
 
     def _checkpoint_soon(self) -> None:

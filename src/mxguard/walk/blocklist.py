@@ -9,15 +9,18 @@ whose entry has expired (a hash has one expiry for all of its fields); readers d
 The check asks on every RCPT, and nearly every answer is "not listed", so each process
 answers from its own copy of the whole list (the index) instead of a read per RCPT: a
 state read per RCPT (a round trip on Redis) for a list that changes a few times an hour.
-Every change also adds one to a version counter (``blockver``); a process compares the
+Every change also writes a new random version (``blockver``); a process compares the
 version with its copy's at most every `REFRESH` seconds and reads the index again when it
-moved. So a bot caught by another process or host is refused here within that second; a
-change made by this process is in its copy at once.
+differs, and reads it again every `RELOAD` seconds whatever the version says (a change
+whose version write failed is then late, never lost). So a bot caught by another process or
+host is refused here within that second; a change made by this process is in its copy at
+once.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import time
 
 from mxguard.memo import Memo
@@ -30,10 +33,12 @@ from mxguard.walk.ledger import Ledger, ledger_of
 
 BLOCK_PREFIX = "block:"
 INDEX_KEY = "blockidx:all"
-#: one more at every change of the list, so copies know when to read the index again
+#: a new random value at every change of the list, so copies know to read the index again
 VERSION_KEY = "blockver"
 #: how long a process answers from its copy before it asks whether the version moved
 REFRESH = 1.0
+#: how long a copy is kept at most, unchanged version or not
+RELOAD = 60.0
 #: the index outlives every entry it lists; entries longer than this are refused
 MAX_TTL = 366 * 86400.0
 
@@ -78,6 +83,7 @@ class Blocklist:
         self._copy: dict[str, BlockEntry] | None = None
         self._version: str | None = None
         self._confirmed = 0.0
+        self._loaded = 0.0
 
     def network(self, ip: IPAddress) -> str:
         network = self._networks.get(ip)
@@ -104,7 +110,7 @@ class Blocklist:
     def _current(self, now: float) -> bool:
         """Whether the copy may answer: confirmed within REFRESH, or confirmed now with a
         read that needs no waiting."""
-        if self._copy is None:
+        if self._copy is None or not 0.0 <= now - self._loaded < RELOAD:
             return False
         if 0.0 <= now - self._confirmed < REFRESH:
             return True
@@ -118,14 +124,15 @@ class Blocklist:
         """Read the version, and the index again if the version moved (in that order: a
         change between the two reads only brings another reading)."""
         version = await self.state.get(VERSION_KEY, now)
-        if self._copy is None or version != self._version:
+        stale = not 0.0 <= now - self._loaded < RELOAD
+        if self._copy is None or version != self._version or stale:
             index = await self.state.hash_get(INDEX_KEY, now)
             copy = {}
             for network, value in index.items():
                 entry = BlockEntry.from_json(value)
                 if entry is not None and entry.until > now:
                     copy[network] = entry
-            self._copy, self._version = copy, version
+            self._copy, self._version, self._loaded = copy, version, now
         self._confirmed = now
 
     def _copied(self, network: str, now: float) -> BlockEntry | None:
@@ -134,19 +141,16 @@ class Blocklist:
         return entry if entry is not None and entry.until > now else None
 
     async def _changed(self, network: str, entry: BlockEntry | None, now: float) -> None:
-        """After this process changed `network`: the version moves on, and the copy takes
-        the change (and the new version, unless another change came in between)."""
-        version = await self.state.counter_add(VERSION_KEY, 1, MAX_TTL, now)
+        """After this process changed `network`: a new version for the others, and the
+        change in this copy at once. The copy keeps the version it was read at, so it is read
+        again at its next check: another change may have come in between."""
+        await self.state.put(VERSION_KEY, secrets.token_hex(8), MAX_TTL, now)
         if self._copy is None:
             return
         if entry is None:
             self._copy.pop(network, None)
         else:
             self._copy[network] = entry
-        if self._version is not None and int(self._version) + 1 == version:
-            self._version = str(version)
-        elif self._version is None and version == 1:
-            self._version = "1"
 
     async def lookup(self, network: str, now: float) -> BlockEntry | None:
         if self.ledger is not None:

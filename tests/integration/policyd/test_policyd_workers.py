@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -177,3 +179,60 @@ def test_a_state_that_cannot_open_stops_the_parent_with_one_line(tmp: Path) -> N
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, (out, err)
     assert len(err.strip().splitlines()) == 1 and "state.url" in err, err
+
+
+def wait_for_workers(proc: subprocess.Popen[str], n: int, gone: int, seconds: float) -> list[int]:
+    """The parent's children once there are `n` of them and `gone` is not one; bounded."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate(timeout=5)
+        now = children(proc.pid)
+        if len(now) == n and gone not in now:
+            return now
+        time.sleep(0.1)
+    pytest.fail(f"workers now: {children(proc.pid)}")
+
+
+def test_a_restart_while_the_state_is_locked_waits_and_tries_again(
+    tmp: Path, two: tuple[subprocess.Popen[str], int]
+) -> None:
+    """Once the workers have served, a worker that cannot open the state (another process
+    holds SQLite's write lock longer than its 5 s wait) is one more death, not the end of
+    policyd: it is started again until it can."""
+    proc, port = two
+    assert ask(port) == b"action=DUNNO\n\n"  # both are up and serving
+    first = children(proc.pid)
+    with contextlib.closing(sqlite3.connect(tmp / "state.db")) as other:
+        other.execute("BEGIN IMMEDIATE")
+        os.kill(first[0], signal.SIGKILL)
+        # a quick death: started again after 5 s; its open waits 5 s more, gives up, exits 2
+        time.sleep(11.0)
+        assert proc.poll() is None
+        other.execute("ROLLBACK")
+    wait_for_workers(proc, 2, first[0], 20)
+    for _ in range(4):
+        assert ask(port) == b"action=DUNNO\n\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "exited with 2" in err and "state.url" in err, err
+
+
+def test_signals_right_after_the_start_kill_no_worker(tmp: Path) -> None:
+    """logrotate's SIGUSR1 can come while workers still open their state: ignored until
+    their handlers are in place, never the default (death)."""
+    proc, where = start(tmp, 2)
+    try:
+        first = children(proc.pid)
+        for _ in range(3):
+            proc.send_signal(signal.SIGUSR1)
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert children(proc.pid) == first
+        assert ask(int(where.rsplit(":", 1)[1])) == b"action=DUNNO\n\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "exited with" not in err, err
