@@ -64,6 +64,13 @@ def check_config(config_path: str | None, quiet: bool) -> None:
     except ConfigError as exc:
         fail(str(exc))
         return
+    from mxguard.policyd import workers
+
+    try:
+        workers.check(cfg)  # what only `mxguard policyd` refuses
+    except ConfigError as exc:
+        fail(str(exc))
+        return
     from mxguard.checkconfig import warnings_for
 
     for w in warnings_for(cfg):

@@ -541,7 +541,11 @@ def _validate(cfg: Config, file: str) -> None:
         if not 0 < getattr(cfg.ratelimit, name) <= limit:
             raise ConfigError(file, f"ratelimit.{name}", f"must be between 1 and {limit}")
     if not 0 <= cfg.policyd.workers <= 64:
-        raise ConfigError(file, "policyd.workers", "must be between 0 (one per CPU) and 64")
+        raise ConfigError(
+            file,
+            "policyd.workers",
+            f"must be between 0 (one per CPU) and 64, got {cfg.policyd.workers}",
+        )
 
 
 def _validate_target(target: str, file: str, key: str) -> None:

@@ -31,6 +31,11 @@ def policyd(config_path: str | None, log_level: str | None) -> None:
     \b
     main.cf:  smtpd_recipient_restrictions = ..., reject_unauth_destination,
                   check_policy_service inet:127.0.0.1:10023
+
+    [policyd] workers = N (0: one per CPU) runs N processes behind the one socket.
+    Signals: SIGHUP re-reads recipient files, SIGUSR1 reopens the event log, SIGTERM or
+    SIGINT stops (with workers, sent to the parent, which passes them on). See
+    docs/postfix.md.
     """
     from mxguard.cliutil import run_daemon
     from mxguard.policyd.server import run_forever, supervise

@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import socket
-import stat
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable
@@ -565,9 +564,7 @@ class PolicyDaemon:
             listen = listen[5:]
         if "/" in listen:
             path = Path(listen)
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(path.lstat().st_mode):
-                    path.unlink()  # a stale socket from a previous run
+            workers.clear_stale_socket(path)
             self.server = await loop.create_unix_server(lambda: PolicyConnection(self), str(path))
             # smtpd runs as the mail_owner user, not as whoever started us
             os.chmod(path, 0o666)

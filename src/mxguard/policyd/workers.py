@@ -49,7 +49,32 @@ CONFIG_FAILED = 2
 
 
 def worker_count(cfg: Config) -> int:
-    return cfg.policyd.workers or os.cpu_count() or 1
+    """`workers`, where 0 is the CPUs this process may run on (its affinity, which a
+    container's cpuset narrows), not all the machine's."""
+    if cfg.policyd.workers:
+        return cfg.policyd.workers
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def clear_stale_socket(path: Path) -> None:
+    """Remove a UNIX socket left by a run that ended without cleaning up; one that answers
+    belongs to a running policyd, and taking its path would cut Postfix off from it."""
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return  # not a socket: bind says what is wrong with it
+    except FileNotFoundError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # nobody listens: stale
+            return
+    raise OSError(f"{path} is in use by a running server")
 
 
 def check(cfg: Config) -> None:
@@ -92,9 +117,7 @@ def bind(cfg: Config) -> tuple[socket.socket, str]:
     try:
         if "/" in listen:
             path = Path(listen)
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(path.lstat().st_mode):
-                    path.unlink()  # a stale socket from a previous run
+            clear_stale_socket(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(str(path))
             os.chmod(path, 0o666)  # smtpd runs as the mail_owner user
@@ -304,9 +327,17 @@ class Supervisor:
                 if code == CONFIG_FAILED and not self.served:
                     self.failed = CONFIG_FAILED
                     continue
-                why = f": {self.error}" if code == CONFIG_FAILED and self.error else ""
-                log.warning("policyd: worker %d (pid %d) exited with %s%s", index, pid, code, why)
+                if code < 0:
+                    how = f"was killed by {signal.Signals(-code).name}"
+                else:
+                    how = f"exited with {code}"
+                    if code == CONFIG_FAILED and self.error:
+                        how += f": {self.error}"
                 quick = time.monotonic() - w.started < QUICK_DEATH
+                when = f"in {QUICK_DEATH:.0f} s (it had just started)" if quick else "now"
+                log.warning(
+                    "policyd: worker %d (pid %d) %s; starting it again %s", index, pid, how, when
+                )
                 self.restart_at[index] = time.monotonic() + (QUICK_DEATH if quick else 0.0)
 
     def _restart_due(self) -> None:
