@@ -18,34 +18,38 @@ import socket
 from mxguard.policy.facts import IPAddress
 
 
-class ClientIPv4(ipaddress.IPv4Address):
-    __slots__ = ("_hash", "_text")
+class _Kept:
+    """The hash and text of an address, worked out once (mixed in before the ipaddress
+    class, whose own `__hash__` and `__str__` compute them)."""
 
-    def __init__(self, address: object) -> None:
-        super().__init__(address)
-        self._hash = ipaddress.IPv4Address.__hash__(self)
-        self._text = ipaddress.IPv4Address.__str__(self)
+    __slots__ = ()
+    _hash: int
+    _text: str
 
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __str__(self) -> str:
-        return self._text
-
-
-class ClientIPv6(ipaddress.IPv6Address):
-    __slots__ = ("_hash", "_text")
-
-    def __init__(self, address: object) -> None:
-        super().__init__(address)
-        self._hash = ipaddress.IPv6Address.__hash__(self)
-        self._text = ipaddress.IPv6Address.__str__(self)
+    def _worked_out(self) -> tuple[int, str]:
+        return super().__hash__(), super().__str__()
 
     def __hash__(self) -> int:
         return self._hash
 
     def __str__(self) -> str:
         return self._text
+
+
+class ClientIPv4(_Kept, ipaddress.IPv4Address):
+    __slots__ = ("_hash", "_text")
+
+    def __init__(self, address: object) -> None:
+        super().__init__(address)
+        self._hash, self._text = self._worked_out()
+
+
+class ClientIPv6(_Kept, ipaddress.IPv6Address):
+    __slots__ = ("_hash", "_text")
+
+    def __init__(self, address: object) -> None:
+        super().__init__(address)
+        self._hash, self._text = self._worked_out()
 
 
 def client_ip(text: str) -> IPAddress:

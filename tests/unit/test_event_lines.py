@@ -61,19 +61,23 @@ def test_direct_line_is_the_dict_encoding(
     assert _decision_event_line(facts, verdict, queue_id, extra) == expected + "\n"
 
 
+#: a decision with text to escape, for the tests that write whole files
+FACTS = Facts(
+    Stage.RCPT,
+    1700000000.123456789,
+    ipaddress.ip_address("192.0.2.7"),
+    MxInfo("mx1.example.test", Role.BACKUP, 20),
+    "S1",
+    helo='he"lo\\',
+    sender="a@b.example",
+    recipient="ünï@example.test",
+)
+GREYLISTED = Verdict(Action.TEMPFAIL, 450, "4.7.1", "Greylisted", "greylisted", soft=True)
+
+
 def test_both_paths_write_the_same_file(tmp_path: Path) -> None:
     """With a listener the dict path runs; without, the direct one: same bytes on disk."""
-    facts = Facts(
-        Stage.RCPT,
-        1700000000.123456789,
-        ipaddress.ip_address("192.0.2.7"),
-        MxInfo("mx1.example.test", Role.BACKUP, 20),
-        "S1",
-        helo='he"lo\\',
-        sender="a@b.example",
-        recipient="ünï@example.test",
-    )
-    verdict = Verdict(Action.TEMPFAIL, 450, "4.7.1", "Greylisted", "greylisted", soft=True)
+    facts, verdict = FACTS, GREYLISTED
     seen: list[dict[str, object]] = []
     lines = []
     for listen in (False, True):
@@ -94,16 +98,7 @@ def test_decisions_formatted_at_the_flush_keep_their_order_among_other_lines(
 ) -> None:
     """A decision waits in the buffer unformatted; the file still has every line in the
     order it was logged, whichever way each was written."""
-    facts = Facts(
-        Stage.RCPT,
-        1700000000.5,
-        ipaddress.ip_address("192.0.2.7"),
-        MxInfo("mx1.example.test", Role.PRIMARY, 10),
-        "S1",
-        sender="a@b.example",
-        recipient="c@example.test",
-    )
-    verdict = Verdict(Action.ACCEPT, 250, "2.1.5", "OK", "accepted")
+    facts, verdict = FACTS, GREYLISTED
     log = EventLog(tmp_path / "e.jsonl")
     log.decision(facts, verdict)
     log.write({"event": "middle"})

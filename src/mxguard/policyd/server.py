@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from mxguard import __version__
-from mxguard.config import Config, ConfigError, parse_hostport
+from mxguard.config import Config, ConfigError
 from mxguard.events import EventLog
 from mxguard.policy.build import Extension, PolicyParts, build_engine
 from mxguard.policy.checks.recipients import Callout
@@ -559,20 +559,16 @@ class PolicyDaemon:
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        listen = self.cfg.policyd.listen.strip()
-        if listen.startswith("unix:"):
-            listen = listen[5:]
-        if "/" in listen:
-            path = Path(listen)
-            workers.clear_stale_socket(path)
-            self.server = await loop.create_unix_server(lambda: PolicyConnection(self), str(path))
-            # smtpd runs as the mail_owner user, not as whoever started us
-            os.chmod(path, 0o666)
-            self.unix_path = path
+        target = workers.listen_target(self.cfg)
+        if isinstance(target, Path):
+            self.server = await loop.create_unix_server(
+                lambda: PolicyConnection(self), sock=workers.unix_listener(target)
+            )
+            self.unix_path = target
             return
-        host, port = parse_hostport(listen, 10023)
+        host, port = target
         self.server = await loop.create_server(
-            lambda: PolicyConnection(self), host.strip("[]"), port, reuse_address=True, backlog=512
+            lambda: PolicyConnection(self), host, port, reuse_address=True, backlog=512
         )
 
     def _adopt(self) -> None:
@@ -613,11 +609,7 @@ class PolicyDaemon:
             return []
         if self.unix_path is not None:
             return [f"unix:{self.unix_path}"]
-        out = []
-        for sock in self.server.sockets:
-            host, port = sock.getsockname()[:2]
-            out.append(f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}")
-        return out
+        return [workers.inet_name(sock.getsockname()) for sock in self.server.sockets]
 
     async def _housekeeping(self) -> None:
         """Re-read changed recipient files; purge expired state now and then (as `serve` does)."""

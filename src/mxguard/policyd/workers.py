@@ -109,32 +109,45 @@ def prepare_state(cfg: Config) -> None:
         raise ConfigError(cfg.source, "state.url", f"cannot open state: {exc}") from None
 
 
+def listen_target(cfg: Config) -> Path | tuple[str, int]:
+    """`[policyd].listen`: a UNIX socket path (with or without `unix:`), or (host, port)."""
+    listen = cfg.policyd.listen.strip().removeprefix("unix:")
+    if "/" in listen:
+        return Path(listen)
+    host, port = parse_hostport(listen, 10023)
+    return host.strip("[]"), port
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A UNIX socket bound at `path` (a stale one replaced, a live one refused) that
+    Postfix's smtpd, running as the mail_owner user, may connect to."""
+    clear_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o666)
+    return sock
+
+
+def inet_name(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """A bound TCP address as Postfix's check_policy_service writes it."""
+    host, port = sockname[0], sockname[1]
+    return f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"
+
+
 def bind(cfg: Config) -> tuple[socket.socket, str]:
     """The listening socket and how Postfix's check_policy_service names it."""
-    listen = cfg.policyd.listen.strip()
-    if listen.startswith("unix:"):
-        listen = listen[5:]
     try:
-        if "/" in listen:
-            path = Path(listen)
-            clear_stale_socket(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(str(path))
-            os.chmod(path, 0o666)  # smtpd runs as the mail_owner user
-            where = f"unix:{path}"
+        target = listen_target(cfg)
+        if isinstance(target, Path):
+            sock = unix_listener(target)
+            where = f"unix:{target}"
         else:
-            host, port = parse_hostport(listen, 10023)
-            host = host.strip("[]")
+            host, port = target
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            bound_host, bound_port = sock.getsockname()[:2]
-            where = (
-                f"inet:[{bound_host}]:{bound_port}"
-                if ":" in bound_host
-                else f"inet:{bound_host}:{bound_port}"
-            )
+            where = inet_name(sock.getsockname())
         sock.listen(512)
     except (OSError, ValueError) as exc:
         raise ConfigError(
@@ -375,9 +388,10 @@ class Supervisor:
                 os.kill(w.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(w.pid, 0)
-        if self.cfg.policyd.listen.strip().removeprefix("unix:").count("/"):
+        target = listen_target(self.cfg)
+        if isinstance(target, Path):
             with contextlib.suppress(OSError):
-                Path(self.cfg.policyd.listen.strip().removeprefix("unix:")).unlink()
+                target.unlink()
 
     def _reap_stopping(self) -> None:
         for index, w in list(self.workers.items()):

@@ -121,7 +121,7 @@ class SqliteState(StateStore):
         # writes waiting for their group commit, in order; what they will have written, for
         # this process's reads; how many groups the worker has yet to write
         self._deferred: list[Write] = []
-        self._overlay: dict[str, tuple[str, float]] = {}
+        self._overlay: dict[str, Entry] = {}
         # counters: what this process has added and the file does not have yet, by key, and
         # the expiry its first add saw; a read adds it to the file's value, so other
         # processes' adds are always seen (a stored value would hide them while groups wait)
@@ -372,14 +372,8 @@ class SqliteState(StateStore):
         otherwise race to switch a new file to WAL, which SQLite refuses without waiting."""
         if self._memory:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        finally:
-            db.close()
+        self._connect().close()
+        self._db = None
 
     async def open(self) -> None:
         """Create the file and schema now, so a bad path fails at start-up, not on first mail."""

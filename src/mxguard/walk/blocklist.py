@@ -126,12 +126,11 @@ class Blocklist:
         version = await self.state.get(VERSION_KEY, now)
         stale = not 0.0 <= now - self._loaded < RELOAD
         if self._copy is None or version != self._version or stale:
-            index = await self.state.hash_get(INDEX_KEY, now)
-            copy = {}
-            for network, value in index.items():
-                entry = BlockEntry.from_json(value)
-                if entry is not None and entry.until > now:
-                    copy[network] = entry
+            copy = {
+                network: entry
+                for network, entry in (await self._index(now)).items()
+                if entry is not None and entry.until > now
+            }
             self._copy, self._version, self._loaded = copy, version, now
         self._confirmed = now
 
